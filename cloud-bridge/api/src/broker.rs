@@ -1,0 +1,114 @@
+//! The embedded MQTT broker: rumqttd, in-process, on its own threads.
+//!
+//! It acknowledges from RAM like every broker, which is why Trygg never
+//! trusts it with durability: application receipts travel end to end. It is
+//! here so that the demo and the tests need nothing installed; production
+//! may point at Mosquitto instead.
+//!
+//! rumqttd offers no way to stop it, so it lives until the process ends;
+//! tests that need to stop a broker run the service as a child process.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+
+/// MQTT protocol version a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttVersion {
+    V4,
+    V5,
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub listen: SocketAddr,
+    pub version: MqttVersion,
+    /// Server certificate and key (PEM); plain TCP when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_payload: usize,
+    pub max_inflight: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded broker did not start listening on {0} within 10 s (is the port taken?)")]
+    NotListening(SocketAddr),
+    #[error("cannot find a free port on {0}: {1}")]
+    NoPort(String, std::io::Error),
+}
+
+/// A running embedded broker. It stops when the process ends.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    pub addr: SocketAddr,
+}
+
+/// Reserves a free TCP port on `host` for a listener that cannot report the
+/// port it bound (rumqttd cannot).
+pub fn free_port(host: &str) -> Result<SocketAddr, BrokerError> {
+    let l = TcpListener::bind((host, 0)).map_err(|e| BrokerError::NoPort(host.into(), e))?;
+    l.local_addr().map_err(|e| BrokerError::NoPort(host.into(), e))
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start(mut settings: BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
+        if settings.listen.port() == 0 {
+            settings.listen = free_port(&settings.listen.ip().to_string())?;
+        }
+        let addr = settings.listen;
+        let server = ServerSettings {
+            name: format!("trygg-{addr}"),
+            listen: addr,
+            tls: settings.tls.as_ref().map(|(cert, key)| TlsConfig::Rustls {
+                capath: None,
+                certpath: cert.display().to_string(),
+                keypath: key.display().to_string(),
+            }),
+            next_connection_delay_ms: 1,
+            connections: ConnectionSettings {
+                connection_timeout_ms: 60_000,
+                max_payload_size: settings.max_payload,
+                max_inflight_count: settings.max_inflight,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let servers = HashMap::from([("1".to_string(), server)]);
+        let config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: 10_010,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 16 * 1024 * 1024,
+                max_segment_count: 4,
+                ..Default::default()
+            },
+            v4: (settings.version == MqttVersion::V4).then(|| servers.clone()),
+            v5: (settings.version == MqttVersion::V5).then_some(servers),
+            ..Default::default()
+        };
+        std::thread::Builder::new()
+            .name("embedded-broker".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    tracing::error!(error = %e, "embedded broker stopped");
+                }
+            })
+            .expect("spawning a thread");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                return Err(BrokerError::NotListening(addr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::info!(%addr, tls = settings.tls.is_some(), version = ?settings.version, "embedded broker listening");
+        Ok(EmbeddedBroker { addr })
+    }
+}

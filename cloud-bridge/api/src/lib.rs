@@ -1,0 +1,21 @@
+//! The contract between a Trygg gateway and the backend, and the MQTT
+//! plumbing both sides share.
+//!
+//! - [`contract`]: topics, batches of journal records going up, receipts
+//!   coming down. A receipt names exactly the lane sequence numbers the
+//!   cloud-bridge has committed, so a gateway deletes nothing it was not
+//!   told is safe elsewhere.
+//! - [`broker`]: the embedded MQTT broker (rumqttd), in-process, so a demo
+//!   or a test needs nothing installed.
+//! - [`tls`]: rustls client configuration and a development PKI.
+//! - [`backoff`]: exponential back-off with jitter for reconnects.
+//! - [`metrics`]: named counters rendered in the Prometheus text format.
+
+pub mod backoff;
+pub mod broker;
+pub mod contract;
+pub mod metrics;
+pub mod mqtt_url;
+pub mod tls;
+
+pub use contract::{Batch, Record, SeqRange, UplinkReceipt};
