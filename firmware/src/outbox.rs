@@ -39,7 +39,12 @@ impl<const N: usize> Outbox<N> {
     /// `retry_ms` is the first re-send interval; it doubles per attempt up to
     /// `max_retry_ms`.
     pub const fn new(retry_ms: u64, max_retry_ms: u64) -> Self {
-        Outbox { pending: Vec::new(), retry_ms, max_retry_ms, evicted: 0 }
+        Outbox {
+            pending: Vec::new(),
+            retry_ms,
+            max_retry_ms,
+            evicted: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -76,7 +81,11 @@ impl<const N: usize> Outbox<N> {
             }
         }
         self.pending
-            .push(Pending { event, due_ms: now_ms, attempts: 0 })
+            .push(Pending {
+                event,
+                due_ms: now_ms,
+                attempts: 0,
+            })
             .map_err(|_| PushError::Full)
     }
 
@@ -127,7 +136,13 @@ mod tests {
     use trygg_protocol::EventKind;
 
     fn ev(seq: u64, kind: EventKind) -> DeviceEvent {
-        DeviceEvent { seq, kind, ts: None, battery: None, value: None }
+        DeviceEvent {
+            seq,
+            kind,
+            ts: None,
+            battery: None,
+            value: None,
+        }
     }
 
     #[test]
@@ -135,8 +150,16 @@ mod tests {
         let mut o: Outbox<4> = Outbox::new(100, 1000);
         o.push(ev(1, EventKind::ButtonPress), 0).unwrap();
         assert_eq!(o.poll_send(0).map(|e| e.seq), Some(1));
-        assert_eq!(o.poll_send(50), None, "not due again before the retry interval");
-        assert_eq!(o.poll_send(100).map(|e| e.seq), Some(1), "re-sent after the interval");
+        assert_eq!(
+            o.poll_send(50),
+            None,
+            "not due again before the retry interval"
+        );
+        assert_eq!(
+            o.poll_send(100).map(|e| e.seq),
+            Some(1),
+            "re-sent after the interval"
+        );
         assert_eq!(o.on_receipt(1).map(|e| e.seq), Some(1));
         assert!(o.is_empty());
         assert_eq!(o.poll_send(10_000), None);

@@ -1,0 +1,23 @@
+//! The Trygg home gateway.
+//!
+//! ```text
+//! devices --MQTT--> local broker --> [local] --> [journal thread] --> [acks]    receipts to devices,
+//!                   (embedded or       |          group commit,        |        MQTT acks to the broker
+//!                    Mosquitto)        |          fsync                v
+//!                                      |                            [uplink] --MQTT v5/TLS--> backend
+//!                                      +-- heartbeats (memory only)     ^ receipts delete from the journal
+//! ```
+//!
+//! The modules [`ingest`], [`journal`] and [`uplink`] hold the decisions;
+//! this file is the shell that carries them out. [`run`] is the whole
+//! gateway; `main.rs` only parses flags.
+
+pub mod config;
+pub mod ingest;
+pub mod journal;
+mod local_api;
+mod service;
+pub mod uplink;
+
+pub use config::Config;
+pub use service::{run, GatewayError, Ready};

@@ -15,12 +15,18 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, attempt: 0 }
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The ceiling of the next delay, without jitter.
     pub fn ceiling(&self) -> Duration {
-        self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.max)
+        self.base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max)
     }
 
     /// The next delay; `unit` is a random number in `[0, 1)`.
@@ -49,7 +55,11 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         assert_eq!(b.next_with(1.0), Duration::from_millis(100));
         assert_eq!(b.next_with(1.0), Duration::from_millis(200));
-        assert_eq!(b.next_with(0.0), Duration::from_millis(200), "lower half of 400");
+        assert_eq!(
+            b.next_with(0.0),
+            Duration::from_millis(200),
+            "lower half of 400"
+        );
         assert_eq!(b.next_with(1.0), Duration::from_millis(800));
         assert_eq!(b.next_with(1.0), Duration::from_millis(1000));
         assert_eq!(b.next_with(1.0), Duration::from_millis(1000));

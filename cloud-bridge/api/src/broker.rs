@@ -50,7 +50,8 @@ pub struct EmbeddedBroker {
 /// port it bound (rumqttd cannot).
 pub fn free_port(host: &str) -> Result<SocketAddr, BrokerError> {
     let l = TcpListener::bind((host, 0)).map_err(|e| BrokerError::NoPort(host.into(), e))?;
-    l.local_addr().map_err(|e| BrokerError::NoPort(host.into(), e))
+    l.local_addr()
+        .map_err(|e| BrokerError::NoPort(host.into(), e))
 }
 
 impl EmbeddedBroker {

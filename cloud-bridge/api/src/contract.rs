@@ -109,7 +109,11 @@ pub fn ranges_of(mut seqs: Vec<(Lane, u64)>) -> Vec<SeqRange> {
     for (lane, seq) in seqs {
         match out.last_mut() {
             Some(r) if r.lane == lane && r.last + 1 == seq => r.last = seq,
-            _ => out.push(SeqRange { lane, first: seq, last: seq }),
+            _ => out.push(SeqRange {
+                lane,
+                first: seq,
+                last: seq,
+            }),
         }
     }
     out
@@ -132,15 +136,26 @@ mod tests {
         assert_eq!(
             r,
             vec![
-                SeqRange { lane: Lane::Alarm, first: 1, last: 2 },
-                SeqRange { lane: Lane::Telemetry, first: 3, last: 5 },
+                SeqRange {
+                    lane: Lane::Alarm,
+                    first: 1,
+                    last: 2
+                },
+                SeqRange {
+                    lane: Lane::Telemetry,
+                    first: 3,
+                    last: 5
+                },
             ]
         );
     }
 
     #[test]
     fn gateway_is_read_from_its_topics_only() {
-        assert_eq!(gateway_of_topic("trygg/v1/gw/gw-1/batch", "batch"), Some("gw-1"));
+        assert_eq!(
+            gateway_of_topic("trygg/v1/gw/gw-1/batch", "batch"),
+            Some("gw-1")
+        );
         assert_eq!(gateway_of_topic("trygg/v1/gw/gw-1/receipt", "batch"), None);
         assert_eq!(gateway_of_topic("trygg/v1/gw/a b/batch", "batch"), None);
     }

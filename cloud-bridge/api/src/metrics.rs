@@ -39,7 +39,10 @@ impl Metrics {
     /// The sum over all label sets of one metric.
     pub fn sum(&self, name: &'static str) -> f64 {
         let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter().filter(|((n, _), _)| *n == name).map(|(_, x)| x).sum()
+        v.iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|(_, x)| x)
+            .sum()
     }
 
     pub fn render(&self) -> String {
@@ -48,7 +51,11 @@ impl Metrics {
         let mut last = "";
         for ((name, labels), value) in v.iter() {
             if *name != last {
-                let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
                 let _ = writeln!(out, "# TYPE {name} {kind}");
                 last = name;
             }

@@ -29,7 +29,14 @@ impl MqttUrl {
         if host.is_empty() || port == 0 {
             return Err(bad());
         }
-        Ok(MqttUrl { host: host.trim_start_matches('[').trim_end_matches(']').to_string(), port, tls })
+        Ok(MqttUrl {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            tls,
+        })
     }
 }
 
@@ -48,7 +55,11 @@ mod tests {
     fn parses_plain_and_tls_addresses() {
         assert_eq!(
             MqttUrl::parse("mqtts://127.0.0.1:8883").unwrap(),
-            MqttUrl { host: "127.0.0.1".into(), port: 8883, tls: true }
+            MqttUrl {
+                host: "127.0.0.1".into(),
+                port: 8883,
+                tls: true
+            }
         );
         assert!(!MqttUrl::parse("mqtt://localhost:1883").unwrap().tls);
     }

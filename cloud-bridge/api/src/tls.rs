@@ -36,23 +36,33 @@ pub fn install_crypto_provider() {
 /// A client config trusting only the CA certificates in `ca_file`.
 pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     install_crypto_provider();
-    let pem = fs::read(ca_file).map_err(|source| TlsError::Read { path: ca_file.into(), source })?;
+    let pem = fs::read(ca_file).map_err(|source| TlsError::Read {
+        path: ca_file.into(),
+        source,
+    })?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read { path: ca_file.into(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: ca_file.into(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: ca_file.into() });
+        return Err(TlsError::NoCertificate {
+            path: ca_file.into(),
+        });
     }
     let mut roots = RootCertStore::empty();
     for c in certs {
-        roots
-            .add(c)
-            .map_err(|e| TlsError::BadCertificate { path: ca_file.into(), reason: e.to_string() })?;
+        roots.add(c).map_err(|e| TlsError::BadCertificate {
+            path: ca_file.into(),
+            reason: e.to_string(),
+        })?;
     }
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
@@ -80,23 +90,37 @@ impl DevPki {
         if pki.ca_cert.exists() && pki.server_cert.exists() && pki.server_key.exists() {
             return Ok(pki);
         }
-        fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.into(), source })?;
+        fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+            path: dir.into(),
+            source,
+        })?;
         let ca_key = rcgen::KeyPair::generate()?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Trygg development CA");
-        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Trygg development CA");
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let server_key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, "trygg backend broker");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "trygg backend broker");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = params.signed_by(&server_key, &issuer)?;
 
         let write = |path: &Path, text: String| {
-            fs::write(path, text).map_err(|source| TlsError::Write { path: path.into(), source })
+            fs::write(path, text).map_err(|source| TlsError::Write {
+                path: path.into(),
+                source,
+            })
         };
         write(&pki.ca_cert, ca_cert.pem())?;
         write(&pki.server_cert, server_cert.pem())?;

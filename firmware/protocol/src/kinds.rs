@@ -272,7 +272,14 @@ impl fmt::Display for EventKind {
 mod tests {
     use super::*;
 
-    fn row(kind: EventKind) -> (Severity, Option<&'static str>, Option<&'static str>, Option<&'static str>) {
+    fn row(
+        kind: EventKind,
+    ) -> (
+        Severity,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    ) {
         let i = kind.info();
         (i.severity, i.vkp_alert, i.scaip_dty, i.scaip_stc)
     }
@@ -297,7 +304,11 @@ mod tests {
         ];
         for info in TABLE {
             if let Some(code) = info.vkp_alert {
-                assert!(KNOWN.contains(&code), "{} maps to unknown VKP code {code}", info.wire);
+                assert!(
+                    KNOWN.contains(&code),
+                    "{} maps to unknown VKP code {code}",
+                    info.wire
+                );
             }
         }
     }

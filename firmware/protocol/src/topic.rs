@@ -72,9 +72,18 @@ mod tests {
 
     #[test]
     fn parses_each_leaf() {
-        assert_eq!(DeviceTopic::parse("trygg/v1/dev/button-1/evt"), Some(DeviceTopic::Event("button-1")));
-        assert_eq!(DeviceTopic::parse("trygg/v1/dev/b_2/hb"), Some(DeviceTopic::Heartbeat("b_2")));
-        assert_eq!(DeviceTopic::parse("trygg/v1/dev/b/ack"), Some(DeviceTopic::Receipt("b")));
+        assert_eq!(
+            DeviceTopic::parse("trygg/v1/dev/button-1/evt"),
+            Some(DeviceTopic::Event("button-1"))
+        );
+        assert_eq!(
+            DeviceTopic::parse("trygg/v1/dev/b_2/hb"),
+            Some(DeviceTopic::Heartbeat("b_2"))
+        );
+        assert_eq!(
+            DeviceTopic::parse("trygg/v1/dev/b/ack"),
+            Some(DeviceTopic::Receipt("b"))
+        );
     }
 
     #[test]
@@ -83,12 +92,16 @@ mod tests {
         assert_eq!(DeviceTopic::parse("trygg/v1/dev//evt"), None);
         assert_eq!(DeviceTopic::parse("trygg/v1/dev/a b/evt"), None);
         assert_eq!(DeviceTopic::parse("trygg/v1/dev/a/evt/x"), None);
-        let long = "trygg/v1/dev/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/evt";
+        let long =
+            "trygg/v1/dev/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/evt";
         assert_eq!(DeviceTopic::parse(long), None);
     }
 
     #[test]
     fn builds_topics() {
-        assert_eq!(device_topic("button-1", "ack").as_str(), "trygg/v1/dev/button-1/ack");
+        assert_eq!(
+            device_topic("button-1", "ack").as_str(),
+            "trygg/v1/dev/button-1/ack"
+        );
     }
 }

@@ -60,11 +60,17 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::TooLarge { len } => {
-                write!(f, "payload of {len} bytes is over the limit of {MAX_DEVICE_PAYLOAD} bytes")
+                write!(
+                    f,
+                    "payload of {len} bytes is over the limit of {MAX_DEVICE_PAYLOAD} bytes"
+                )
             }
             DecodeError::Malformed(e) => write!(f, "malformed JSON: {e}"),
             DecodeError::WrongSchemaVersion { got } => {
-                write!(f, "schema version {got} is not supported (this gateway reads v{SCHEMA_VERSION})")
+                write!(
+                    f,
+                    "schema version {got} is not supported (this gateway reads v{SCHEMA_VERSION})"
+                )
             }
             DecodeError::MissingField(name) => write!(f, "missing field `{name}`"),
             DecodeError::UnknownKind(k) => write!(f, "unknown event kind `{k}`"),
@@ -97,7 +103,8 @@ struct VersionOnly {
 fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
     // The version is read on its own first, so that a future schema's
     // different shape is reported as a version mismatch, not as junk.
-    let (probe, _) = serde_json_core::from_slice::<VersionOnly>(bytes).map_err(DecodeError::Malformed)?;
+    let (probe, _) =
+        serde_json_core::from_slice::<VersionOnly>(bytes).map_err(DecodeError::Malformed)?;
     match probe.v {
         None => Err(DecodeError::MissingField("v")),
         Some(SCHEMA_VERSION) => Ok(()),
@@ -112,7 +119,8 @@ impl DeviceEvent {
             return Err(DecodeError::TooLarge { len: bytes.len() });
         }
         check_version(bytes)?;
-        let (raw, _) = serde_json_core::from_slice::<RawEvent>(bytes).map_err(DecodeError::Malformed)?;
+        let (raw, _) =
+            serde_json_core::from_slice::<RawEvent>(bytes).map_err(DecodeError::Malformed)?;
         let _ = raw.v;
         let seq = raw.seq.ok_or(DecodeError::MissingField("seq"))?;
         let kind_name = raw.kind.ok_or(DecodeError::MissingField("kind"))?;
@@ -135,7 +143,13 @@ impl DeviceEvent {
                 return Err(DecodeError::InvalidValue("value must be a finite number"));
             }
         }
-        Ok(DeviceEvent { seq, kind, ts: raw.ts, battery: raw.battery, value: raw.value })
+        Ok(DeviceEvent {
+            seq,
+            kind,
+            ts: raw.ts,
+            battery: raw.battery,
+            value: raw.value,
+        })
     }
 
     /// Encodes the event into `buf`, returning the number of bytes written.
@@ -190,7 +204,12 @@ pub struct Receipt<'a> {
 
 impl<'a> Receipt<'a> {
     pub fn new(seq: u64, status: ReceiptStatus, reason: Option<&'a str>) -> Self {
-        Receipt { v: SCHEMA_VERSION, seq, status, reason }
+        Receipt {
+            v: SCHEMA_VERSION,
+            seq,
+            status,
+            reason,
+        }
     }
 
     pub fn decode(bytes: &'a [u8]) -> Result<Receipt<'a>, DecodeError> {
@@ -245,7 +264,8 @@ mod tests {
 
     #[test]
     fn decodes_a_full_event() {
-        let e = decode(r#"{"v":1,"seq":42,"kind":"button_press","ts":1763860000,"battery":87}"#).unwrap();
+        let e = decode(r#"{"v":1,"seq":42,"kind":"button_press","ts":1763860000,"battery":87}"#)
+            .unwrap();
         assert_eq!(e.seq, 42);
         assert_eq!(e.kind, EventKind::ButtonPress);
         assert_eq!(e.ts, Some(1763860000));
@@ -254,13 +274,20 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_for_forward_compatibility() {
-        let e = decode(r#"{"v":1,"seq":1,"kind":"motion","room":"kitchen","extra":[1,2]}"#).unwrap();
+        let e =
+            decode(r#"{"v":1,"seq":1,"kind":"motion","room":"kitchen","extra":[1,2]}"#).unwrap();
         assert_eq!(e.kind, EventKind::Motion);
     }
 
     #[test]
     fn encode_then_decode_is_identity() {
-        let e = DeviceEvent { seq: 7, kind: EventKind::Temperature, ts: None, battery: Some(50), value: Some(21.5) };
+        let e = DeviceEvent {
+            seq: 7,
+            kind: EventKind::Temperature,
+            ts: None,
+            battery: Some(50),
+            value: Some(21.5),
+        };
         let mut buf = [0u8; 128];
         let n = e.encode(&mut buf).unwrap();
         assert_eq!(DeviceEvent::decode(&buf[..n]).unwrap(), e);
@@ -268,20 +295,35 @@ mod tests {
 
     #[test]
     fn malformed_json_is_rejected() {
-        assert_eq!(decode(r#"{"v":1,"seq":"#).unwrap_err().code(), "malformed_json");
+        assert_eq!(
+            decode(r#"{"v":1,"seq":"#).unwrap_err().code(),
+            "malformed_json"
+        );
         assert_eq!(decode("not json").unwrap_err().code(), "malformed_json");
     }
 
     #[test]
     fn wrong_schema_version_is_rejected_before_the_shape_is_checked() {
-        assert_eq!(decode(r#"{"v":2,"whatever":true}"#).unwrap_err(), DecodeError::WrongSchemaVersion { got: 2 });
+        assert_eq!(
+            decode(r#"{"v":2,"whatever":true}"#).unwrap_err(),
+            DecodeError::WrongSchemaVersion { got: 2 }
+        );
     }
 
     #[test]
     fn each_missing_field_is_named() {
-        assert_eq!(decode(r#"{"seq":1,"kind":"fall"}"#).unwrap_err(), DecodeError::MissingField("v"));
-        assert_eq!(decode(r#"{"v":1,"kind":"fall"}"#).unwrap_err(), DecodeError::MissingField("seq"));
-        assert_eq!(decode(r#"{"v":1,"seq":1}"#).unwrap_err(), DecodeError::MissingField("kind"));
+        assert_eq!(
+            decode(r#"{"seq":1,"kind":"fall"}"#).unwrap_err(),
+            DecodeError::MissingField("v")
+        );
+        assert_eq!(
+            decode(r#"{"v":1,"kind":"fall"}"#).unwrap_err(),
+            DecodeError::MissingField("seq")
+        );
+        assert_eq!(
+            decode(r#"{"v":1,"seq":1}"#).unwrap_err(),
+            DecodeError::MissingField("kind")
+        );
     }
 
     #[test]
@@ -294,12 +336,22 @@ mod tests {
     #[test]
     fn oversized_payload_is_rejected_without_parsing() {
         let big = [b' '; MAX_DEVICE_PAYLOAD + 1];
-        assert_eq!(DeviceEvent::decode(&big).unwrap_err(), DecodeError::TooLarge { len: MAX_DEVICE_PAYLOAD + 1 });
+        assert_eq!(
+            DeviceEvent::decode(&big).unwrap_err(),
+            DecodeError::TooLarge {
+                len: MAX_DEVICE_PAYLOAD + 1
+            }
+        );
     }
 
     #[test]
     fn battery_over_100_is_invalid() {
-        assert_eq!(decode(r#"{"v":1,"seq":1,"kind":"fall","battery":150}"#).unwrap_err().code(), "invalid_value");
+        assert_eq!(
+            decode(r#"{"v":1,"seq":1,"kind":"fall","battery":150}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_value"
+        );
     }
 
     #[test]
@@ -312,7 +364,11 @@ mod tests {
 
     #[test]
     fn heartbeat_round_trips() {
-        let h = Heartbeat { v: 1, battery: Some(80), rssi: Some(-60) };
+        let h = Heartbeat {
+            v: 1,
+            battery: Some(80),
+            rssi: Some(-60),
+        };
         let mut buf = [0u8; 64];
         let n = h.encode(&mut buf).unwrap();
         assert_eq!(Heartbeat::decode(&buf[..n]).unwrap(), h);

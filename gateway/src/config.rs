@@ -1,0 +1,271 @@
+//! The gateway's configuration: a serde struct whose defaults live in the
+//! embedded `trygg-gateway.toml` (`trygg-gateway config generate`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use trygg_uplink::mqtt_url::MqttUrl;
+
+/// The default configuration, with comments: what `config generate` prints.
+pub const DEFAULT_TOML: &str = include_str!("../trygg-gateway.toml");
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway_id: String,
+    pub data_dir: PathBuf,
+    pub local_broker: LocalBroker,
+    pub uplink: Uplink,
+    #[serde(default)]
+    pub journal: Journal,
+    pub local_api: LocalApi,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    Embedded,
+    External,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalBroker {
+    pub mode: BrokerMode,
+    pub listen: SocketAddr,
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    pub url: String,
+    pub ca_file: PathBuf,
+    #[serde(default = "default_batch_records")]
+    pub max_batch_records: usize,
+    #[serde(default = "default_window")]
+    pub window: usize,
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_s: u64,
+}
+
+fn default_batch_records() -> usize {
+    256
+}
+fn default_window() -> usize {
+    4
+}
+fn default_receipt_timeout() -> u64 {
+    15
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    #[serde(default = "default_max_group")]
+    pub max_group: usize,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            max_group: default_max_group(),
+        }
+    }
+}
+
+fn default_max_group() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalApi {
+    pub listen: SocketAddr,
+}
+
+/// A device the gateway accepts events from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub device_type: DeviceType,
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Pseudonymous resident id; never a name.
+    #[serde(default)]
+    pub resident: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceType {
+    SafetyButton,
+    PullCord,
+    FallSensor,
+    DoorSensor,
+    BedSensor,
+    MotionSensor,
+    SmokeDetector,
+    WaterSensor,
+    EpilepsySensor,
+    MedicineDispenser,
+    Thermometer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn default_config() -> Config {
+        toml::from_str(DEFAULT_TOML).expect("the embedded default config parses")
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !trygg_protocol::topic::is_valid_device_id(&self.gateway_id) {
+            return Err(invalid(
+                "gateway_id",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-' or '_'",
+            ));
+        }
+        if self.local_broker.mode == BrokerMode::External {
+            let url = MqttUrl::parse(&self.local_broker.url)
+                .map_err(|e| invalid("local_broker.url", e.to_string()))?;
+            if url.tls {
+                return Err(invalid(
+                    "local_broker.url",
+                    "TLS to the local broker is not supported yet; use mqtt://",
+                ));
+            }
+        }
+        let uplink =
+            MqttUrl::parse(&self.uplink.url).map_err(|e| invalid("uplink.url", e.to_string()))?;
+        if !uplink.tls {
+            return Err(invalid(
+                "uplink.url",
+                "must be mqtts://: events leave the home only over TLS",
+            ));
+        }
+        if self.uplink.max_batch_records == 0 || self.uplink.max_batch_records > 10_000 {
+            return Err(invalid("uplink.max_batch_records", "must be 1 to 10000"));
+        }
+        if self.uplink.window == 0 || self.uplink.window > 64 {
+            return Err(invalid("uplink.window", "must be 1 to 64"));
+        }
+        if self.uplink.receipt_timeout_s == 0 {
+            return Err(invalid("uplink.receipt_timeout_s", "must be at least 1"));
+        }
+        if self.journal.max_group == 0 {
+            return Err(invalid("journal.max_group", "must be at least 1"));
+        }
+        if !self.local_api.listen.ip().is_loopback() {
+            return Err(invalid(
+                "local_api.listen",
+                "must be a loopback address until the technician login exists (it has no authentication)",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if !trygg_protocol::topic::is_valid_device_id(&d.id) {
+                return Err(invalid(
+                    format!("devices[{i}].id"),
+                    "must be 1-64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                ));
+            }
+            if !seen.insert(d.id.as_str()) {
+                return Err(invalid(
+                    format!("devices[{i}].id"),
+                    format!("`{}` is listed twice", d.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("gateway.redb")
+    }
+
+    pub fn device(&self, id: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_config_parses_and_validates() {
+        let c = Config::from_toml(DEFAULT_TOML, Path::new("default")).unwrap();
+        assert_eq!(c.devices.len(), 7);
+        assert_eq!(c.local_broker.mode, BrokerMode::Embedded);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        let text = format!("{DEFAULT_TOML}\nbogus = 1\n");
+        let err = Config::from_toml(&text, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn plain_uplink_is_refused() {
+        let text = DEFAULT_TOML.replace("mqtts://127.0.0.1:8883", "mqtt://127.0.0.1:8883");
+        let err = Config::from_toml(&text, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("uplink.url"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_device_is_refused() {
+        let text =
+            format!("{DEFAULT_TOML}\n[[devices]]\nid = \"button-1\"\ntype = \"safety_button\"\n");
+        let err = Config::from_toml(&text, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("devices[7].id"), "{err}");
+    }
+}

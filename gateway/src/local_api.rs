@@ -1,0 +1,80 @@
+//! The gateway's local HTTP API, for technicians and monitoring, on
+//! loopback only until the technician login exists (a later issue).
+//!
+//! - `GET /healthz`                 `ok`
+//! - `GET /metrics`                 Prometheus text
+//! - `GET /api/v1/status`           uplink state, journal backlog, heartbeats
+//! - `GET /api/v1/dead-letters`     rejected payloads, newest first
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::Shared;
+
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/dead-letters", get(dead_letters))
+        .with_state(shared);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let pending = s.reader.pending_counts().unwrap_or([0; 3]);
+    let heartbeats: serde_json::Map<String, serde_json::Value> = s
+        .last_heartbeat
+        .lock()
+        .map(|m| {
+            m.iter()
+                .map(|(d, (at, hb))| {
+                    (
+                        d.clone(),
+                        json!({"at_ms": at, "battery": hb.battery, "rssi": hb.rssi}),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({
+        "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
+        "journal_pending": {"alarm": pending[0], "care": pending[1], "telemetry": pending[2]},
+        "heartbeats": heartbeats,
+    }))
+}
+
+async fn dead_letters(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    match s.reader.dead_letters(1000) {
+        Ok(list) => Json(json!({ "dead_letters": list })).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,678 @@
+//! The async shell: local MQTT, the journal thread, acknowledgements, the
+//! uplink and the local API, started and stopped in order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use trygg_protocol::{topic, Heartbeat, Lane, Receipt, ReceiptStatus};
+use trygg_uplink::backoff::Backoff;
+use trygg_uplink::broker::{BrokerSettings, EmbeddedBroker, MqttVersion};
+use trygg_uplink::metrics::Metrics;
+use trygg_uplink::mqtt_url::MqttUrl;
+use trygg_uplink::{contract, SeqRange, UplinkReceipt};
+
+use crate::config::{BrokerMode, Config};
+use crate::ingest::{classify, Incoming};
+use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::uplink::UplinkState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("embedded broker: {0}")]
+    Broker(#[from] trygg_uplink::broker::BrokerError),
+    #[error("uplink TLS: {0}")]
+    Tls(#[from] trygg_uplink::tls::TlsError),
+    #[error("local API on {addr}: {source}")]
+    LocalApi {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Where a started gateway can be reached.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub device_broker: MqttUrl,
+    pub local_api: SocketAddr,
+}
+
+/// Shared, in-memory view for the local API.
+pub(crate) struct Shared {
+    pub metrics: Metrics,
+    pub reader: JournalReader,
+    pub last_heartbeat: Mutex<HashMap<String, (u64, Heartbeat)>>,
+    pub uplink_connected: std::sync::atomic::AtomicBool,
+}
+
+/// What goes to the journal thread.
+enum JournalCmd {
+    Device(Publish),
+    Receipted(Vec<SeqRange>),
+}
+
+/// What the acknowledger does after a commit, in order.
+struct AckWork {
+    publish: Publish,
+    receipt: Option<(String, Vec<u8>)>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the gateway until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    ready: Option<oneshot::Sender<Ready>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    trygg_uplink::tls::install_crypto_provider();
+    let uplink_url =
+        MqttUrl::parse(&config.uplink.url).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
+
+    let path = config.journal_path();
+    let journal = tokio::task::spawn_blocking(move || Journal::open(&path))
+        .await
+        .expect("journal open task")?;
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new(),
+        reader: journal.reader(),
+        last_heartbeat: Mutex::new(HashMap::new()),
+        uplink_connected: false.into(),
+    });
+    let pending = shared.reader.pending_counts()?;
+    tracing::info!(path = %config.journal_path().display(), alarm = pending[0], care = pending[1], telemetry = pending[2], "journal open");
+
+    let device_broker = match config.local_broker.mode {
+        BrokerMode::Embedded => {
+            if !config.local_broker.listen.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %config.local_broker.listen,
+                    "THE EMBEDDED BROKER HAS NO DEVICE AUTHENTICATION and listens beyond loopback: anyone on this network can send events"
+                );
+            }
+            let settings = BrokerSettings {
+                listen: config.local_broker.listen,
+                version: MqttVersion::V4,
+                tls: None,
+                max_payload: 256 * 1024,
+                max_inflight: 1000,
+            };
+            let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
+                .await
+                .expect("broker task")?;
+            MqttUrl {
+                host: broker.addr.ip().to_string(),
+                port: broker.addr.port(),
+                tls: false,
+            }
+        }
+        BrokerMode::External => MqttUrl::parse(&config.local_broker.url)
+            .map_err(|e| GatewayError::Config(e.to_string()))?,
+    };
+
+    let cancel = CancellationToken::new();
+    let config = Arc::new(config);
+
+    // Local MQTT: persistent session, QoS 1, manual acks.
+    let mut opts = MqttOptions::new(
+        format!("trygg-gateway-{}", config.gateway_id),
+        device_broker.host.clone(),
+        device_broker.port,
+    );
+    opts.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(10))
+        .set_max_packet_size(1024 * 1024, 64 * 1024)
+        .set_inflight(1000);
+    let (local, mut local_loop) = AsyncClient::new(opts, 10_000);
+
+    let (journal_tx, journal_rx) = mpsc::channel::<JournalCmd>(8192);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<AckWork>>();
+    let (committed_tx, committed_rx) = watch::channel(0u64);
+
+    // The journal thread: group commit, then release acknowledgements.
+    let journal_thread = {
+        let config = config.clone();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || {
+                journal_loop(journal, journal_rx, ack_tx, committed_tx, &config, &shared)
+            })
+            .expect("spawning the journal thread")
+    };
+
+    let acker = tokio::spawn(ack_loop(local.clone(), ack_rx));
+
+    // Local API.
+    let listener = tokio::net::TcpListener::bind(config.local_api.listen)
+        .await
+        .map_err(|source| GatewayError::LocalApi {
+            addr: config.local_api.listen,
+            source,
+        })?;
+    let local_api = listener
+        .local_addr()
+        .map_err(|source| GatewayError::LocalApi {
+            addr: config.local_api.listen,
+            source,
+        })?;
+    let api = tokio::spawn(crate::local_api::serve(
+        listener,
+        shared.clone(),
+        cancel.clone(),
+    ));
+
+    let uplink = tokio::spawn(uplink_loop(
+        config.clone(),
+        uplink_url,
+        tls,
+        shared.clone(),
+        journal_tx.clone(),
+        committed_rx,
+        cancel.clone(),
+    ));
+
+    // Take input until shutdown.
+    let ingest = {
+        let cancel = cancel.clone();
+        let shared = shared.clone();
+        let local = local.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            loop {
+                let event = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    e = local_loop.poll() => e,
+                };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        backoff.reset();
+                        tracing::info!(
+                            session_present = ack.session_present,
+                            "connected to the device broker"
+                        );
+                        for filter in [topic::EVENTS_FILTER, topic::HEARTBEATS_FILTER] {
+                            let _ = local.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        shared.metrics.inc("device_messages_received_total", "");
+                        if journal_tx.send(JournalCmd::Device(p)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "device broker connection lost");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    if let Some(ready) = ready {
+        let _ = ready.send(Ready {
+            device_broker: device_broker.clone(),
+            local_api,
+        });
+    }
+    tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new input, committing what was taken");
+    cancel.cancel();
+    // Stop taking input first; then let the journal drain (its channel
+    // closes once every sender is gone) and the acknowledger finish.
+    let _ = ingest.await;
+    let _ = uplink.await;
+    let _ = tokio::task::spawn_blocking(move || journal_thread.join()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+    let _ = local.disconnect().await;
+    let _ = api.await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+fn journal_loop(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<JournalCmd>,
+    ack_tx: mpsc::UnboundedSender<Vec<AckWork>>,
+    committed_tx: watch::Sender<u64>,
+    config: &Config,
+    shared: &Shared,
+) {
+    let metrics = &shared.metrics;
+    let mut generation = 0u64;
+    while let Some(first) = rx.blocking_recv() {
+        let mut cmds = vec![first];
+        while cmds.len() < config.journal.max_group {
+            match rx.try_recv() {
+                Ok(c) => cmds.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut group = Group::default();
+        // Per publish: which event of the group it is, or its rejection.
+        let mut plans: Vec<(Publish, Plan)> = Vec::new();
+        for cmd in cmds {
+            match cmd {
+                JournalCmd::Receipted(ranges) => group.receipted.extend(ranges),
+                JournalCmd::Device(p) => {
+                    let topic = p.topic.clone();
+                    match classify(&topic, &p.payload, config) {
+                        Incoming::Event(e) => {
+                            plans.push((
+                                p,
+                                Plan::Event {
+                                    index: group.events.len(),
+                                    device: e.device.clone(),
+                                    seq: e.event.seq,
+                                },
+                            ));
+                            group.events.push(e);
+                        }
+                        Incoming::Heartbeat { device, heartbeat } => {
+                            metrics.inc("device_heartbeats_total", "");
+                            if let Ok(mut map) = shared.last_heartbeat.lock() {
+                                map.insert(device, (now_ms(), heartbeat));
+                            }
+                            plans.push((p, Plan::Nothing));
+                        }
+                        Incoming::Rejected(r) => {
+                            tracing::warn!(topic = %topic, reason = %r.reason, code = r.code, "device payload rejected");
+                            metrics.inc(
+                                "device_payloads_rejected_total",
+                                &format!("reason=\"{}\"", r.code),
+                            );
+                            group
+                                .dead_letters
+                                .push(r.dead_letter(&topic, &p.payload, now_ms()));
+                            let receipt = match (&r.device, r.seq) {
+                                (Some(d), Some(seq)) => Some(receipt_for(
+                                    d,
+                                    seq,
+                                    ReceiptStatus::Rejected,
+                                    Some(&r.reason),
+                                )),
+                                _ => None,
+                            };
+                            plans.push((p, Plan::Reply(receipt)));
+                        }
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        let result = loop {
+            match journal.apply(&group) {
+                Ok(r) => break r,
+                Err(e) => {
+                    // Nothing of this group is acknowledged; devices and the
+                    // broker keep their copies. Try again.
+                    tracing::error!(error = %e, events = group.events.len(), "journal commit failed; retrying in 1 s");
+                    metrics.inc("journal_commit_failures_total", "");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        metrics.inc("journal_commits_total", "");
+        metrics.set(
+            "journal_last_commit_seconds",
+            "",
+            started.elapsed().as_secs_f64(),
+        );
+        if result.deleted > 0 {
+            metrics.add("journal_records_receipted_total", "", result.deleted);
+        }
+        let mut work = Vec::with_capacity(plans.len());
+        let mut new_records = false;
+        for (publish, plan) in plans {
+            let receipt = match plan {
+                Plan::Nothing => None,
+                Plan::Reply(r) => r,
+                Plan::Event { index, device, seq } => match &result.outcomes[index] {
+                    Outcome::Committed { lane, .. } => {
+                        new_records = true;
+                        metrics.inc(
+                            "journal_events_committed_total",
+                            &format!("lane=\"{lane}\""),
+                        );
+                        Some(receipt_for(&device, seq, ReceiptStatus::Committed, None))
+                    }
+                    Outcome::Duplicate => {
+                        metrics.inc("device_events_duplicate_total", "");
+                        Some(receipt_for(&device, seq, ReceiptStatus::Duplicate, None))
+                    }
+                    Outcome::Backwards { last } => {
+                        let reason =
+                            format!("sequence {seq} went backwards (last committed {last})");
+                        tracing::warn!(device = %device, reason = %reason, "device payload rejected");
+                        metrics.inc(
+                            "device_payloads_rejected_total",
+                            "reason=\"sequence_backwards\"",
+                        );
+                        Some(receipt_for(
+                            &device,
+                            seq,
+                            ReceiptStatus::Rejected,
+                            Some(&reason),
+                        ))
+                    }
+                },
+            };
+            work.push(AckWork { publish, receipt });
+        }
+        if !work.is_empty() && ack_tx.send(work).is_err() {
+            break;
+        }
+        if new_records || result.deleted > 0 {
+            generation += 1;
+            let _ = committed_tx.send(generation);
+        }
+        if let Ok(counts) = shared.reader.pending_counts() {
+            for lane in Lane::ALL {
+                metrics.set(
+                    "journal_pending_records",
+                    &format!("lane=\"{lane}\""),
+                    counts[lane.index()] as f64,
+                );
+            }
+        }
+    }
+    tracing::info!("journal closed");
+}
+
+enum Plan {
+    Event {
+        index: usize,
+        device: String,
+        seq: u64,
+    },
+    Reply(Option<(String, Vec<u8>)>),
+    Nothing,
+}
+
+fn receipt_for(
+    device: &str,
+    seq: u64,
+    status: ReceiptStatus,
+    reason: Option<&str>,
+) -> (String, Vec<u8>) {
+    let reason = reason.map(|r| {
+        let mut end = r.len().min(200);
+        while !r.is_char_boundary(end) {
+            end -= 1;
+        }
+        &r[..end]
+    });
+    let mut buf = [0u8; 512];
+    let n = Receipt::new(seq, status, reason)
+        .encode(&mut buf)
+        .unwrap_or(0);
+    (
+        topic::device_topic(device, "ack").to_string(),
+        buf[..n].to_vec(),
+    )
+}
+
+async fn ack_loop(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Vec<AckWork>>) {
+    while let Some(work) = rx.recv().await {
+        for w in work {
+            if let Some((topic, payload)) = w.receipt {
+                let _ = client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await;
+            }
+            let _ = client.ack(&w.publish).await;
+        }
+    }
+}
+
+/// What the uplink's network half reports to its bookkeeping half.
+enum UplinkEvent {
+    Connected,
+    Disconnected(String),
+    Receipt(UplinkReceipt),
+}
+
+async fn uplink_loop(
+    config: Arc<Config>,
+    url: MqttUrl,
+    tls: Arc<rustls::ClientConfig>,
+    shared: Arc<Shared>,
+    journal_tx: mpsc::Sender<JournalCmd>,
+    mut committed: watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    use rumqttc::v5::mqttbytes::v5::{LastWill, Packet as P5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as E5, MqttOptions as Opts5};
+
+    let gw = config.gateway_id.clone();
+    let status_topic = contract::status_topic(&gw);
+    let receipt_topic = contract::receipt_topic(&gw);
+    let batch_topic = contract::batch_topic(&gw);
+    let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
+    opts.set_clean_start(false)
+        .set_session_expiry_interval(Some(24 * 3600))
+        .set_keep_alive(Duration::from_secs(10))
+        .set_max_packet_size(Some(4 * 1024 * 1024))
+        .set_last_will(LastWill::new(
+            status_topic.clone(),
+            "offline",
+            Q5::AtLeastOnce,
+            true,
+            None,
+        ))
+        .set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    let (client, mut eventloop) = Client5::new(opts, 1000);
+
+    let (ev_tx, mut ev_rx) = mpsc::channel::<UplinkEvent>(1000);
+    let net = {
+        let cancel = cancel.clone();
+        let client = client.clone();
+        let receipt_topic = receipt_topic.clone();
+        let status_topic = status_topic.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+            loop {
+                let event = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    e = eventloop.poll() => e,
+                };
+                match event {
+                    Ok(E5::Incoming(P5::ConnAck(_))) => {
+                        backoff.reset();
+                        let _ = client
+                            .subscribe(receipt_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
+                            .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
+                            .await;
+                        let _ = ev_tx.send(UplinkEvent::Connected).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p))) => {
+                        match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
+                            Ok(r) => {
+                                let _ = ev_tx.send(UplinkEvent::Receipt(r)).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "uplink receipt unreadable; ignored")
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = ev_tx.send(UplinkEvent::Disconnected(e.to_string())).await;
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "uplink connection lost");
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let mut state = UplinkState::new(
+        config.uplink.window,
+        Duration::from_secs(config.uplink.receipt_timeout_s),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let max_records = config.uplink.max_batch_records;
+    loop {
+        // Send while there is something to send and room to send it.
+        loop {
+            let sendable = state.sendable();
+            if sendable.is_empty() {
+                break;
+            }
+            let mut picked = Vec::new();
+            for (lane, after) in sendable {
+                if picked.len() >= max_records {
+                    break;
+                }
+                match shared
+                    .reader
+                    .read_after(lane, after, max_records - picked.len())
+                {
+                    Ok(mut recs) => picked.append(&mut recs),
+                    Err(e) => tracing::error!(error = %e, "journal read failed"),
+                }
+            }
+            if picked.is_empty() {
+                break;
+            }
+            let seqs: Vec<(Lane, u64)> = picked.iter().map(|p| (p.lane, p.seq)).collect();
+            let id = state.on_sent(&seqs, Instant::now());
+            let payload = batch_json(&gw, id, &picked);
+            shared
+                .metrics
+                .add("uplink_records_sent_total", "", picked.len() as u64);
+            if client
+                .publish(batch_topic.clone(), Q5::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            ev = ev_rx.recv() => match ev {
+                Some(UplinkEvent::Connected) => {
+                    tracing::info!(url = %url, "uplink connected; sending everything not yet receipted");
+                    shared.uplink_connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                    state.on_connected();
+                }
+                Some(UplinkEvent::Disconnected(reason)) => {
+                    if state.connected() {
+                        tracing::warn!(reason = %reason, "uplink down; events stay in the journal");
+                    }
+                    shared.uplink_connected.store(false, std::sync::atomic::Ordering::Relaxed);
+                    state.on_disconnected();
+                }
+                Some(UplinkEvent::Receipt(r)) => {
+                    shared.metrics.inc("uplink_receipts_total", "");
+                    let ranges = state.on_receipt(&r);
+                    if !ranges.is_empty() && journal_tx.send(JournalCmd::Receipted(ranges)).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = committed.changed() => {}
+            _ = tick.tick() => {
+                if state.on_tick(Instant::now()) {
+                    tracing::warn!("uplink receipt overdue; sending everything not yet receipted again");
+                    shared.metrics.inc("uplink_resends_total", "");
+                }
+            }
+        }
+    }
+    let _ = client
+        .publish(status_topic, Q5::AtLeastOnce, true, "offline")
+        .await;
+    let _ = client.disconnect().await;
+    let _ = net.await;
+}
+
+/// The batch as JSON, built from the records' stored JSON without
+/// re-encoding them.
+fn batch_json(gateway: &str, batch: u64, records: &[crate::journal::Pending]) -> Bytes {
+    let mut out = Vec::with_capacity(64 + records.iter().map(|r| r.json.len() + 1).sum::<usize>());
+    out.extend_from_slice(format!("{{\"v\":{},\"gateway\":", contract::SCHEMA_VERSION).as_bytes());
+    out.extend_from_slice(
+        serde_json::to_string(gateway)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    out.extend_from_slice(format!(",\"batch\":{batch},\"records\":[").as_bytes());
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&r.json);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_json_is_a_valid_batch() {
+        let rec = trygg_uplink::Record {
+            lane: Lane::Alarm,
+            seq: 1,
+            device: "b".into(),
+            device_seq: 2,
+            kind: trygg_protocol::EventKind::Fall,
+            ts: None,
+            committed_ms: 3,
+            battery: None,
+            value: None,
+            resident: None,
+            room: None,
+        };
+        let p = crate::journal::Pending {
+            lane: Lane::Alarm,
+            seq: 1,
+            json: serde_json::to_vec(&rec).unwrap(),
+        };
+        let b: trygg_uplink::Batch =
+            serde_json::from_slice(&batch_json("gw\"1", 9, &[p.clone(), p])).unwrap();
+        assert_eq!(
+            (b.gateway.as_str(), b.batch, b.records.len()),
+            ("gw\"1", 9, 2)
+        );
+    }
+}
