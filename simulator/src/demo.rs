@@ -1,0 +1,226 @@
+//! `trygg-sim demo`: the backend, a gateway and a simulated home in one
+//! process, on embedded defaults, with real brokers, real TLS and real
+//! files on disk.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use trygg_uplink::mqtt_url::MqttUrl;
+
+use crate::config::SimConfig;
+use crate::home::SimHome;
+
+/// Where a running demo can be reached.
+#[derive(Clone, Debug)]
+pub struct DemoReady {
+    pub device_broker: MqttUrl,
+    pub api: SocketAddr,
+    pub backend_broker: MqttUrl,
+    pub gateway_api: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl DemoReady {
+    /// The one line that says the demo is up (scripts and tests parse it).
+    pub fn line(&self) -> String {
+        format!(
+            "trygg demo ready: device-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={}",
+            self.device_broker,
+            self.api,
+            self.backend_broker,
+            self.gateway_api,
+            self.data_dir.display()
+        )
+    }
+}
+
+/// The preferred port if it is free, else 0 (any free port).
+fn port_or_any(preferred: u16) -> u16 {
+    if preferred != 0 && TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)).is_ok() {
+        preferred
+    } else {
+        0
+    }
+}
+
+/// Starts everything; returns once `shutdown` completes and all is stopped.
+pub async fn run_demo(
+    sim: SimConfig,
+    ready_tx: Option<tokio::sync::oneshot::Sender<DemoReady>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let _temp;
+    let data_dir = if sim.demo.data_dir.as_os_str().is_empty() {
+        let t = tempfile::Builder::new().prefix("trygg-demo-").tempdir()?;
+        let p = t.path().to_path_buf();
+        _temp = Some(t);
+        p
+    } else {
+        _temp = None;
+        std::fs::create_dir_all(&sim.demo.data_dir)?;
+        sim.demo.data_dir.clone()
+    };
+    let cancel = CancellationToken::new();
+
+    // The backend.
+    let mut bridge_config = trygg_bridge::Config::default();
+    bridge_config.data_dir = data_dir.join("backend");
+    bridge_config.broker.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    bridge_config.api.listen =
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port)));
+    let (btx, brx) = tokio::sync::oneshot::channel();
+    let bridge = tokio::spawn(trygg_bridge::run(
+        bridge_config,
+        Some(btx),
+        cancel.clone().cancelled_owned(),
+    ));
+    let backend = brx
+        .await
+        .context("the backend stopped before it was ready (see the log above)")?;
+    let backend_broker = backend.broker.clone();
+
+    // The gateway.
+    let mut gw = trygg_gateway::Config::default_config();
+    gw.data_dir = data_dir.join("gateway");
+    gw.local_broker.listen = SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        port_or_any(sim.demo.device_broker_port),
+    ));
+    gw.uplink.url = backend_broker.to_string();
+    gw.uplink.ca_file = backend.ca_file.clone();
+    gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let devices = gw.devices.clone();
+    let (gtx, grx) = tokio::sync::oneshot::channel();
+    let gateway = tokio::spawn(trygg_gateway::run(
+        gw,
+        Some(gtx),
+        cancel.clone().cancelled_owned(),
+    ));
+    let gateway_ready = grx
+        .await
+        .context("the gateway stopped before it was ready (see the log above)")?;
+
+    // The home.
+    let _home = SimHome::start(
+        &devices,
+        &gateway_ready.device_broker,
+        &sim.home,
+        cancel.clone(),
+    );
+
+    let ready = DemoReady {
+        device_broker: gateway_ready.device_broker.clone(),
+        api: backend.api,
+        backend_broker,
+        gateway_api: gateway_ready.local_api,
+        data_dir: data_dir.clone(),
+    };
+    println!("{}", ready.line());
+    println!();
+    println!("  A simulated home (resident r-7f3a) is sending events through the gateway to the backend.");
+    println!(
+        "  Open alarms:      curl -s 'http://{}/api/v1/alarms?state=open'",
+        ready.api
+    );
+    println!(
+        "  Live alarms:      curl -N http://{}/api/v1/stream",
+        ready.api
+    );
+    println!(
+        "  API description:  http://{}/api/v1/openapi.json",
+        ready.api
+    );
+    println!(
+        "  Press the button: trygg-sim press --device button-1 --broker {}",
+        ready.device_broker
+    );
+    println!(
+        "  Acknowledge:      curl -s -X POST -H 'content-type: application/json' -d '{{\"by\":\"kari\"}}' http://{}/api/v1/alarms/ID/acknowledge",
+        ready.api
+    );
+    println!(
+        "  Close:            curl -s -X POST -H 'content-type: application/json' -d '{{\"by\":\"kari\",\"note\":\"visited, all well\"}}' http://{}/api/v1/alarms/ID/close",
+        ready.api
+    );
+    println!("  Stop:             Ctrl-C");
+    println!();
+    if let Some(tx) = ready_tx {
+        let _ = tx.send(ready.clone());
+    }
+    let feed = tokio::spawn(alarm_feed(ready.api, cancel.clone()));
+
+    shutdown.await;
+    println!("stopping: home, gateway (committing what it took), backend");
+    cancel.cancel();
+    let _ = feed.await;
+    match tokio::time::timeout(Duration::from_secs(15), gateway).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "gateway stopped with an error"),
+        Err(_) => tracing::warn!("gateway did not stop within 15 s"),
+        _ => {}
+    }
+    match tokio::time::timeout(Duration::from_secs(15), bridge).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "backend stopped with an error"),
+        Err(_) => tracing::warn!("backend did not stop within 15 s"),
+        _ => {}
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// Prints new and changed alarms as the backend streams them.
+async fn alarm_feed(api: SocketAddr, cancel: CancellationToken) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{api}/api/v1/stream");
+    loop {
+        let resp =
+            tokio::select! { _ = cancel.cancelled() => return, r = client.get(&url).send() => r };
+        let Ok(resp) = resp else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let mut stream = resp.bytes_stream();
+        let mut buf = String::new();
+        loop {
+            let chunk = tokio::select! { _ = cancel.cancelled() => return, c = stream.next() => c };
+            let Some(Ok(chunk)) = chunk else { break };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let message: String = buf.drain(..end + 2).collect();
+                for line in message.lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        if let Some(text) = describe_change(data.trim()) {
+                            println!("{text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn describe_change(data: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let change = v.get("change")?.as_str()?;
+    let a = v.get("alarm")?;
+    let s = |k: &str| a.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+    let id = a.get("id").and_then(|x| x.as_u64()).unwrap_or(0);
+    Some(format!(
+        "[alarm #{id} {change}] {} {} | {} / {} | resident={} room={} device={}{}",
+        s("severity").to_uppercase(),
+        s("kind"),
+        s("label_nb"),
+        s("label_en"),
+        s("resident"),
+        s("room"),
+        s("device"),
+        match change {
+            "acknowledged" => format!(" by {}", s("acknowledged_by")),
+            "closed" => format!(" by {}: {}", s("closed_by"), s("note")),
+            _ => String::new(),
+        }
+    ))
+}
