@@ -1,0 +1,277 @@
+//! trygg-bridge: the municipal side of Trygg.
+//!
+//! It terminates gateway uplinks (MQTT v5 over TLS, through an embedded or
+//! an external broker), commits every batch to its store before receipting
+//! it, deduplicates by event id, detects gaps in each gateway's lane
+//! sequences, runs the alarm workflow and serves the staff console's API.
+//!
+//! - [`ingest`] and [`alarm`]: the pure decisions (what a batch adds, what
+//!   a transition is allowed to do), tested without I/O;
+//! - [`store`]: redb, one writer thread with group commit;
+//! - [`uplink`]: the MQTT client shell;
+//! - [`api`]: the JSON API (axum);
+//! - [`run`]: wires them together and shuts them down in order.
+
+pub mod alarm;
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod store;
+pub mod uplink;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+use trygg_uplink::broker::{BrokerSettings, EmbeddedBroker, MqttVersion};
+use trygg_uplink::metrics::Metrics;
+use trygg_uplink::mqtt_url::MqttUrl;
+use trygg_uplink::tls::DevPki;
+
+use config::BrokerMode;
+pub use config::Config;
+use store::{Store, StoreWriter};
+
+/// The largest payload the embedded broker passes on. Above the bridge's
+/// own batch limit, so an oversized batch reaches the bridge and is kept as
+/// a dead letter with its reason instead of vanishing at the broker.
+pub const BROKER_MAX_PAYLOAD: usize = 2 * trygg_uplink::contract::MAX_BATCH_BYTES;
+
+/// Sent once the broker listens, the uplink is subscribed and the API is
+/// bound: from then on a batch published is taken.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    /// Where gateways connect.
+    pub broker: MqttUrl,
+    /// The API's address (`http://{api}/api/v1/...`).
+    pub api: SocketAddr,
+    /// The CA certificate gateways must trust.
+    pub ca_file: PathBuf,
+}
+
+impl std::fmt::Display for Ready {
+    /// The line `trygg-bridge` prints on stdout when ready.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trygg-bridge ready: broker={} api=http://{} ca={}",
+            self.broker,
+            self.api,
+            self.ca_file.display()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] trygg_uplink::tls::TlsError),
+    #[error(transparent)]
+    Broker(#[from] trygg_uplink::broker::BrokerError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen for the API on {addr}: {source}")]
+    ApiBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("API server failed: {0}")]
+    Api(std::io::Error),
+    #[error(transparent)]
+    Uplink(#[from] uplink::UplinkError),
+    #[error("a bridge task failed: {0}")]
+    Task(String),
+}
+
+/// Runs the bridge until `shutdown` completes, then stops in order: stop
+/// taking MQTT input, finish the commits in flight (receipt and ack them),
+/// let the API finish its requests, let the store writer finish its last
+/// commit.
+pub async fn run(
+    config: Config,
+    ready: Option<oneshot::Sender<Ready>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BridgeError> {
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| BridgeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    trygg_uplink::tls::install_crypto_provider();
+
+    // TLS: given files, or a development PKI made once in {data_dir}/tls.
+    let b = &config.broker;
+    let (ca_file, server_files) = match (b.mode, &b.cert_file, &b.key_file) {
+        (BrokerMode::Embedded, Some(cert), Some(key)) => {
+            (b.ca_file.clone(), Some((cert.clone(), key.clone())))
+        }
+        (BrokerMode::Embedded, _, _) => {
+            let pki = DevPki::ensure(&data_dir.join("tls"))?;
+            tracing::info!(ca = %pki.ca_cert.display(), "using the development certificate authority");
+            (Some(pki.ca_cert), Some((pki.server_cert, pki.server_key)))
+        }
+        (BrokerMode::External, _, _) => (b.ca_file.clone(), None),
+    };
+
+    let store_path = data_dir.join("bridge.redb");
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| BridgeError::Task(e.to_string()))??;
+    let metrics = Arc::new(Metrics::new());
+    let (changes, _) = broadcast::channel(1024);
+    let (writer, writer_thread) =
+        StoreWriter::spawn(store.clone(), metrics.clone(), changes.clone());
+
+    let broker = match b.mode {
+        BrokerMode::Embedded => {
+            let settings = BrokerSettings {
+                listen: b.listen,
+                version: MqttVersion::V5,
+                tls: server_files,
+                max_payload: BROKER_MAX_PAYLOAD,
+                max_inflight: 100,
+            };
+            let started = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
+                .await
+                .map_err(|e| BridgeError::Task(e.to_string()))??;
+            let host = if started.addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                started.addr.ip().to_string()
+            };
+            MqttUrl {
+                host,
+                port: started.addr.port(),
+                tls: true,
+            }
+        }
+        BrokerMode::External => {
+            MqttUrl::parse(&b.url).map_err(|e| config::ConfigError::Invalid {
+                field: "broker.url",
+                reason: e.to_string(),
+            })?
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| BridgeError::ApiBind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| BridgeError::ApiBind {
+            addr: config.api.listen,
+            source,
+        })?;
+
+    let cancel = CancellationToken::new();
+    let (subscribed_tx, subscribed_rx) = oneshot::channel();
+    let mut uplink = tokio::spawn(uplink::run(
+        uplink::UplinkSettings {
+            url: broker.clone(),
+            ca_file: ca_file.clone(),
+            max_payload: BROKER_MAX_PAYLOAD,
+        },
+        writer.clone(),
+        metrics.clone(),
+        cancel.clone(),
+        subscribed_tx,
+    ));
+    let app = api::router(api::AppState {
+        store,
+        writer,
+        metrics,
+        changes,
+        cancel: cancel.clone(),
+    });
+    let mut api = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        }
+    });
+    tracing::info!(api = %api_addr, broker = %broker, "api listening");
+
+    let ready_msg = Ready {
+        broker,
+        api: api_addr,
+        ca_file: ca_file.unwrap_or_default(),
+    };
+    let mut ready = ready;
+    let mut subscribed_rx = Some(subscribed_rx);
+    tokio::pin!(shutdown);
+    let mut result: Result<(), BridgeError> = Ok(());
+    let mut uplink_done = None;
+    let mut api_done = None;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutdown requested");
+                break;
+            }
+            subscribed = async { subscribed_rx.as_mut().expect("guarded").await }, if subscribed_rx.is_some() => {
+                subscribed_rx = None;
+                if subscribed.is_ok() {
+                    tracing::info!(api = %ready_msg.api, broker = %ready_msg.broker, ca = %ready_msg.ca_file.display(), "bridge ready");
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(ready_msg.clone());
+                    }
+                }
+            }
+            r = &mut uplink => {
+                tracing::error!("uplink stopped before shutdown");
+                uplink_done = Some(r);
+                break;
+            }
+            r = &mut api => {
+                tracing::error!("api stopped before shutdown");
+                api_done = Some(r);
+                break;
+            }
+        }
+    }
+
+    // In order: the uplink stops taking batches and finishes those it took;
+    // then the API finishes its requests (the streams end at the cancel);
+    // then the last handle on the writer goes and it finishes its commit.
+    cancel.cancel();
+    let uplink_result = match uplink_done {
+        Some(r) => r,
+        None => uplink.await,
+    };
+    match uplink_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => result = result.and(Err(e.into())),
+        Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
+    }
+    let api_result = match api_done {
+        Some(r) => r,
+        None => api.await,
+    };
+    match api_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => result = result.and(Err(BridgeError::Api(e))),
+        Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
+    }
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|e| BridgeError::Task(e.to_string()))?
+        .map_err(|_| BridgeError::Task("store writer panicked".into()))?;
+    tracing::info!("trygg-bridge stopped");
+    result
+}

@@ -95,7 +95,10 @@ pub fn classify(topic: &str, payload: &[u8], config: &Config) -> Incoming {
         DeviceTopic::Event(_) => {
             let event = match DeviceEvent::decode(payload) {
                 Ok(e) => e,
-                Err(e) => return reject(Some(device_id), None, e.code(), e.to_string()),
+                Err(e) => {
+                    let seq = trygg_protocol::wire::probe_seq(payload);
+                    return reject(Some(device_id), seq, e.code(), e.to_string());
+                }
             };
             let Some(device) = config.device(device_id) else {
                 return reject(
@@ -182,6 +185,21 @@ mod tests {
             code(classify("trygg/v1/dev/a b/evt", b"{}", &c)),
             "bad_topic"
         );
+    }
+
+    #[test]
+    fn undecodable_event_with_a_readable_seq_gets_a_rejected_receipt_address() {
+        match classify(
+            "trygg/v1/dev/button-1/evt",
+            br#"{"v":1,"seq":12,"kind":"teleport"}"#,
+            &config(),
+        ) {
+            Incoming::Rejected(r) => assert_eq!(
+                (r.code, r.device.as_deref(), r.seq),
+                ("unknown_kind", Some("button-1"), Some(12))
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -52,8 +52,10 @@ const DEVICE_LAST: TableDefinition<&str, u64> = TableDefinition::new("device_las
 const DEVICE_RECENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("device_recent");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 
-/// How many recent sequence numbers per device are remembered to recognise
-/// re-sends.
+/// The span of sequence numbers per device, below the highest committed,
+/// that is remembered to recognise re-sends. An event may arrive out of
+/// order within it (alarms overtake telemetry); one older than that is
+/// refused as a sequence gone backwards.
 pub const RECENT_WINDOW: u64 = 1024;
 /// Dead letters kept; the oldest go first.
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
@@ -203,8 +205,10 @@ impl Journal {
                     continue;
                 }
                 if let Some(prev) = prev {
-                    if seq <= prev {
-                        // Older than the window, or never seen: not a re-send we can prove.
+                    // Within the window, an older seq is normal: a device sends
+                    // alarms before its older telemetry. Beyond it, we can no
+                    // longer tell a re-send from a counter that went back.
+                    if seq.saturating_add(RECENT_WINDOW) <= prev {
                         result.outcomes.push(Outcome::Backwards { last: prev });
                         let mut buf = [0u8; 512];
                         let n = e.event.encode(&mut buf).unwrap_or(0);
@@ -454,15 +458,40 @@ mod tests {
     }
 
     #[test]
-    fn sequence_going_backwards_to_an_unseen_number_is_refused() {
+    fn older_event_within_the_window_is_accepted_because_alarms_overtake_telemetry() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
         j.apply(&group(vec![ev("b", 10, EventKind::Fall)])).unwrap();
+        let r = j
+            .apply(&group(vec![
+                ev("b", 9, EventKind::Motion),
+                ev("b", 9, EventKind::Motion),
+            ]))
+            .unwrap();
+        assert_eq!(
+            r.outcomes,
+            vec![
+                Outcome::Committed {
+                    lane: Lane::Telemetry,
+                    seq: 1
+                },
+                Outcome::Duplicate
+            ]
+        );
+    }
+
+    #[test]
+    fn sequence_going_backwards_beyond_the_window_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.apply(&group(vec![ev("b", 5000, EventKind::Fall)]))
+            .unwrap();
         let r = j.apply(&group(vec![ev("b", 9, EventKind::Fall)])).unwrap();
-        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: 10 }]);
+        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: 5000 }]);
         let dl = j.reader().dead_letters(10).unwrap();
         assert_eq!(dl[0].reason_code, "sequence_backwards");
         assert!(dl[0].payload.contains(r#""seq":9"#));
+        assert!(dl[0].reason.contains("last committed 5000"));
     }
 
     #[test]

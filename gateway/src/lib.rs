@@ -12,6 +12,7 @@
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
+pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod journal;

@@ -566,6 +566,16 @@ async fn uplink_loop(
                     Err(e) => tracing::error!(error = %e, "journal read failed"),
                 }
             }
+            // Keep the batch well under what the backend reads.
+            let mut bytes = 0;
+            let fits = picked
+                .iter()
+                .take_while(|p| {
+                    bytes += p.json.len() + 1;
+                    bytes <= contract::MAX_BATCH_BYTES / 2
+                })
+                .count();
+            picked.truncate(fits.max(1));
             if picked.is_empty() {
                 break;
             }

@@ -212,6 +212,16 @@ impl EventKind {
         self.severity() != Severity::Green
     }
 
+    /// Whether a device may report this kind. Some kinds are raised only by
+    /// the gateway or the backend about the system itself: a device that
+    /// claims them is refused.
+    pub fn device_may_send(self) -> bool {
+        !matches!(
+            self,
+            EventKind::DeviceSilent | EventKind::UplinkPathDown | EventKind::SequenceGap
+        )
+    }
+
     /// Looks a kind up by its wire name.
     pub fn from_wire(s: &str) -> Option<EventKind> {
         TABLE.iter().find(|i| i.wire == s).map(|i| i.kind)

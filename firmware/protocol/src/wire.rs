@@ -100,6 +100,30 @@ struct VersionOnly {
     v: Option<u16>,
 }
 
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: Option<u64>,
+}
+
+fn check_battery(battery: Option<u8>) -> Result<(), DecodeError> {
+    match battery {
+        Some(b) if b > 100 => Err(DecodeError::InvalidValue("battery must be 0 to 100")),
+        _ => Ok(()),
+    }
+}
+
+/// The `seq` of a payload that failed to decode, if it can be read at all,
+/// so the gateway can answer with a `rejected` receipt and the device stops
+/// re-sending it.
+pub fn probe_seq(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > MAX_DEVICE_PAYLOAD {
+        return None;
+    }
+    serde_json_core::from_slice::<SeqOnly>(bytes)
+        .ok()
+        .and_then(|(s, _)| s.seq)
+}
+
 fn check_version(bytes: &[u8]) -> Result<(), DecodeError> {
     // The version is read on its own first, so that a future schema's
     // different shape is reported as a version mismatch, not as junk.
@@ -133,11 +157,12 @@ impl DeviceEvent {
             }
             DecodeError::UnknownKind(s)
         })?;
-        if let Some(b) = raw.battery {
-            if b > 100 {
-                return Err(DecodeError::InvalidValue("battery must be 0 to 100"));
-            }
+        if !kind.device_may_send() {
+            return Err(DecodeError::InvalidValue(
+                "this kind is raised by the gateway or the backend, not by devices",
+            ));
         }
+        check_battery(raw.battery)?;
         if let Some(v) = raw.value {
             if !v.is_finite() {
                 return Err(DecodeError::InvalidValue("value must be a finite number"));
@@ -244,9 +269,10 @@ impl Heartbeat {
             return Err(DecodeError::TooLarge { len: bytes.len() });
         }
         check_version(bytes)?;
-        serde_json_core::from_slice::<Heartbeat>(bytes)
-            .map(|(h, _)| h)
-            .map_err(DecodeError::Malformed)
+        let (h, _) =
+            serde_json_core::from_slice::<Heartbeat>(bytes).map_err(DecodeError::Malformed)?;
+        check_battery(h.battery)?;
+        Ok(h)
     }
 
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, serde_json_core::ser::Error> {
@@ -348,6 +374,42 @@ mod tests {
     fn battery_over_100_is_invalid() {
         assert_eq!(
             decode(r#"{"v":1,"seq":1,"kind":"fall","battery":150}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_value"
+        );
+    }
+
+    #[test]
+    fn devices_may_not_claim_system_kinds() {
+        assert_eq!(
+            decode(r#"{"v":1,"seq":1,"kind":"sequence_gap"}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_value"
+        );
+        assert_eq!(
+            decode(r#"{"v":1,"seq":1,"kind":"device_silent"}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_value"
+        );
+    }
+
+    #[test]
+    fn seq_of_a_refused_payload_is_found_when_readable() {
+        assert_eq!(
+            probe_seq(br#"{"v":1,"seq":77,"kind":"teleport"}"#),
+            Some(77)
+        );
+        assert_eq!(probe_seq(br#"{"v":9,"seq":78}"#), Some(78));
+        assert_eq!(probe_seq(b"{broken"), None);
+    }
+
+    #[test]
+    fn heartbeat_battery_over_100_is_invalid() {
+        assert_eq!(
+            Heartbeat::decode(br#"{"v":1,"battery":200}"#)
                 .unwrap_err()
                 .code(),
             "invalid_value"

@@ -1,0 +1,376 @@
+//! The alarm workflow: `open -> acknowledged -> closed`.
+//!
+//! A pure state machine: each transition takes who acts and `now`, checks
+//! that it is allowed, and changes the alarm. The store commits the changed
+//! alarm (fsync) before the API answers, so an answer of 200 means durable.
+//!
+//! - Acknowledging says "I am on it"; a second person who tries is told who
+//!   took it (409), so two carers do not both drive out, or both assume the
+//!   other did. The same person acknowledging again changes nothing.
+//! - Closing needs a note (what was found, what was done). Closing an open
+//!   alarm is allowed and records the closer as the acknowledger too.
+//! - A closed alarm stays closed.
+
+use serde::{Deserialize, Serialize};
+use trygg_protocol::EventKind;
+
+/// The longest closing note, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+/// The longest name in `by`, in characters.
+pub const MAX_BY_CHARS: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    Open,
+    Acknowledged,
+    Closed,
+}
+
+impl AlarmState {
+    pub fn parse(s: &str) -> Option<AlarmState> {
+        match s {
+            "open" => Some(AlarmState::Open),
+            "acknowledged" => Some(AlarmState::Acknowledged),
+            "closed" => Some(AlarmState::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// What happened to an alarm, as told on the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    New,
+    Acknowledged,
+    Closed,
+}
+
+/// What an alarm is raised from: a stored event, or the bridge's own
+/// finding (a sequence gap).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAlarm {
+    pub event_id: String,
+    pub gateway: String,
+    pub device: String,
+    pub device_seq: u64,
+    pub kind: EventKind,
+    pub resident: Option<String>,
+    pub room: Option<String>,
+    pub detail: Option<String>,
+    pub gateway_committed_ms: Option<u64>,
+    pub device_ts: Option<u64>,
+}
+
+/// An alarm as stored and as the API shows it. Kind-derived fields are
+/// kept as they were when raised, so the record reads the same later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub id: u64,
+    pub event_id: String,
+    pub gateway: String,
+    pub device: String,
+    pub device_seq: u64,
+    pub kind: EventKind,
+    pub category: String,
+    pub severity: String,
+    pub label_nb: String,
+    pub label_en: String,
+    pub vkp_alert: Option<String>,
+    pub resident: Option<String>,
+    pub room: Option<String>,
+    pub detail: Option<String>,
+    pub state: AlarmState,
+    /// When the bridge committed it, Unix milliseconds.
+    pub raised_ms: u64,
+    pub gateway_committed_ms: Option<u64>,
+    pub device_ts: Option<u64>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_ms: Option<u64>,
+    pub closed_by: Option<String>,
+    pub closed_ms: Option<u64>,
+    pub note: Option<String>,
+}
+
+/// Why a transition was refused. `Invalid` is the caller's input (422);
+/// `Conflict` is the alarm's state (409). Neither is worth a retry as is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl Alarm {
+    pub fn raise(id: u64, new: NewAlarm, now_ms: u64) -> Alarm {
+        let info = new.kind.info();
+        Alarm {
+            id,
+            event_id: new.event_id,
+            gateway: new.gateway,
+            device: new.device,
+            device_seq: new.device_seq,
+            kind: new.kind,
+            category: info.category.as_str().into(),
+            severity: info.severity.as_str().into(),
+            label_nb: info.label_nb.into(),
+            label_en: info.label_en.into(),
+            vkp_alert: info.vkp_alert.map(Into::into),
+            resident: new.resident,
+            room: new.room,
+            detail: new.detail,
+            state: AlarmState::Open,
+            raised_ms: now_ms,
+            gateway_committed_ms: new.gateway_committed_ms,
+            device_ts: new.device_ts,
+            acknowledged_by: None,
+            acknowledged_ms: None,
+            closed_by: None,
+            closed_ms: None,
+            note: None,
+        }
+    }
+
+    /// Takes the alarm. `Ok(None)` when `by` had taken it already.
+    pub fn acknowledge(&mut self, by: &str, now_ms: u64) -> Result<Option<Change>, WorkflowError> {
+        let by = person(by)?;
+        match self.state {
+            AlarmState::Open => {
+                self.state = AlarmState::Acknowledged;
+                self.acknowledged_by = Some(by.into());
+                self.acknowledged_ms = Some(now_ms);
+                Ok(Some(Change::Acknowledged))
+            }
+            AlarmState::Acknowledged if self.acknowledged_by.as_deref() == Some(by) => Ok(None),
+            AlarmState::Acknowledged => Err(WorkflowError::Conflict(format!(
+                "alarm {} is already acknowledged by {}",
+                self.id,
+                self.acknowledged_by.as_deref().unwrap_or("someone")
+            ))),
+            AlarmState::Closed => Err(self.closed_conflict()),
+        }
+    }
+
+    /// Closes the alarm with a note on what was found and done.
+    pub fn close(
+        &mut self,
+        by: &str,
+        note: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Change, WorkflowError> {
+        let by = person(by)?;
+        if self.state == AlarmState::Closed {
+            return Err(self.closed_conflict());
+        }
+        let note = note.map(str::trim).unwrap_or("");
+        if note.is_empty() {
+            return Err(WorkflowError::Invalid(
+                "note is required to close an alarm: say what was found and what was done".into(),
+            ));
+        }
+        let chars = note.chars().count();
+        if chars > MAX_NOTE_CHARS {
+            return Err(WorkflowError::Invalid(format!(
+                "note is {chars} characters; at most {MAX_NOTE_CHARS} are kept"
+            )));
+        }
+        if self.state == AlarmState::Open {
+            self.acknowledged_by = Some(by.into());
+            self.acknowledged_ms = Some(now_ms);
+        }
+        self.state = AlarmState::Closed;
+        self.closed_by = Some(by.into());
+        self.closed_ms = Some(now_ms);
+        self.note = Some(note.into());
+        Ok(Change::Closed)
+    }
+
+    fn closed_conflict(&self) -> WorkflowError {
+        WorkflowError::Conflict(format!(
+            "alarm {} is already closed by {}",
+            self.id,
+            self.closed_by.as_deref().unwrap_or("someone")
+        ))
+    }
+}
+
+fn person(by: &str) -> Result<&str, WorkflowError> {
+    let by = by.trim();
+    if by.is_empty() {
+        return Err(WorkflowError::Invalid(
+            "by is required: who is acting on the alarm".into(),
+        ));
+    }
+    if by.chars().count() > MAX_BY_CHARS {
+        return Err(WorkflowError::Invalid(format!(
+            "by is longer than {MAX_BY_CHARS} characters"
+        )));
+    }
+    Ok(by)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_alarm() -> Alarm {
+        Alarm::raise(
+            17,
+            NewAlarm {
+                event_id: "gw-1/button-1/5".into(),
+                gateway: "gw-1".into(),
+                device: "button-1".into(),
+                device_seq: 5,
+                kind: EventKind::ButtonPress,
+                resident: Some("r-1".into()),
+                room: None,
+                detail: None,
+                gateway_committed_ms: Some(1),
+                device_ts: None,
+            },
+            1000,
+        )
+    }
+
+    #[test]
+    fn raised_alarm_is_open_and_carries_the_kinds_codes() {
+        let a = open_alarm();
+        assert_eq!(a.state, AlarmState::Open);
+        assert_eq!((a.severity.as_str(), a.category.as_str()), ("red", "alarm"));
+        assert_eq!(a.vkp_alert.as_deref(), Some("4.13"));
+        assert_eq!(a.label_nb, "Alarmknapp trykket");
+    }
+
+    #[test]
+    fn acknowledging_an_open_alarm_records_who_and_when() {
+        let mut a = open_alarm();
+        assert_eq!(
+            a.acknowledge(" kari ", 2000),
+            Ok(Some(Change::Acknowledged))
+        );
+        assert_eq!(a.state, AlarmState::Acknowledged);
+        assert_eq!(
+            (a.acknowledged_by.as_deref(), a.acknowledged_ms),
+            (Some("kari"), Some(2000))
+        );
+    }
+
+    #[test]
+    fn acknowledging_again_by_the_same_person_changes_nothing() {
+        let mut a = open_alarm();
+        a.acknowledge("kari", 2000).unwrap();
+        assert_eq!(a.acknowledge("kari", 3000), Ok(None));
+        assert_eq!(a.acknowledged_ms, Some(2000));
+    }
+
+    #[test]
+    fn acknowledging_an_alarm_someone_else_took_is_a_conflict_naming_them() {
+        let mut a = open_alarm();
+        a.acknowledge("ola", 2000).unwrap();
+        assert_eq!(
+            a.acknowledge("kari", 3000),
+            Err(WorkflowError::Conflict(
+                "alarm 17 is already acknowledged by ola".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn acting_without_a_name_is_invalid() {
+        let mut a = open_alarm();
+        assert!(matches!(
+            a.acknowledge("  ", 2000),
+            Err(WorkflowError::Invalid(_))
+        ));
+        assert!(matches!(
+            a.close("", Some("ok"), 2000),
+            Err(WorkflowError::Invalid(_))
+        ));
+        assert_eq!(a.state, AlarmState::Open);
+    }
+
+    #[test]
+    fn closing_without_a_note_is_invalid_and_changes_nothing() {
+        let mut a = open_alarm();
+        a.acknowledge("kari", 2000).unwrap();
+        let before = a.clone();
+        assert!(matches!(
+            a.close("kari", None, 3000),
+            Err(WorkflowError::Invalid(_))
+        ));
+        assert!(matches!(
+            a.close("kari", Some(" \n "), 3000),
+            Err(WorkflowError::Invalid(_))
+        ));
+        assert_eq!(a, before);
+    }
+
+    #[test]
+    fn closing_with_a_note_too_long_is_invalid() {
+        let mut a = open_alarm();
+        let note = "x".repeat(MAX_NOTE_CHARS + 1);
+        assert!(matches!(
+            a.close("kari", Some(&note), 3000),
+            Err(WorkflowError::Invalid(_))
+        ));
+        assert!(a.close("kari", Some(&note[1..]), 3000).is_ok());
+    }
+
+    #[test]
+    fn closing_an_acknowledged_alarm_keeps_the_acknowledger() {
+        let mut a = open_alarm();
+        a.acknowledge("ola", 2000).unwrap();
+        assert_eq!(
+            a.close("kari", Some(" found on floor, helped up "), 3000),
+            Ok(Change::Closed)
+        );
+        assert_eq!(a.state, AlarmState::Closed);
+        assert_eq!(a.acknowledged_by.as_deref(), Some("ola"));
+        assert_eq!(
+            (a.closed_by.as_deref(), a.closed_ms),
+            (Some("kari"), Some(3000))
+        );
+        assert_eq!(a.note.as_deref(), Some("found on floor, helped up"));
+    }
+
+    #[test]
+    fn closing_an_open_alarm_implies_acknowledging_it() {
+        let mut a = open_alarm();
+        a.close("kari", Some("false alarm, pressed by mistake"), 3000)
+            .unwrap();
+        assert_eq!(
+            (a.acknowledged_by.as_deref(), a.acknowledged_ms),
+            (Some("kari"), Some(3000))
+        );
+        assert_eq!(a.state, AlarmState::Closed);
+    }
+
+    #[test]
+    fn a_closed_alarm_can_be_neither_closed_nor_acknowledged_again() {
+        let mut a = open_alarm();
+        a.close("kari", Some("ok"), 3000).unwrap();
+        let conflict = Err(WorkflowError::Conflict(
+            "alarm 17 is already closed by kari".into(),
+        ));
+        assert_eq!(a.close("ola", Some("again"), 4000), conflict.clone());
+        assert_eq!(
+            a.close("ola", None, 4000),
+            conflict.clone(),
+            "conflict wins over a missing note"
+        );
+        assert_eq!(
+            a.acknowledge("ola", 4000).map(|_| ()),
+            conflict.map(|_: Change| ())
+        );
+    }
+
+    #[test]
+    fn alarm_json_uses_wire_names() {
+        let json = serde_json::to_value(open_alarm()).unwrap();
+        assert_eq!(json["kind"], "button_press");
+        assert_eq!(json["state"], "open");
+        assert!(json["detail"].is_null() && json["acknowledged_by"].is_null());
+    }
+}

@@ -1,0 +1,341 @@
+//! The JSON API for the staff console: alarms and their workflow, events,
+//! the live alarm stream, dead letters, metrics.
+//!
+//! There is no login yet, so `Config::validate` keeps the listener on a
+//! loopback address. Every alarm action is committed (fsync) by the store
+//! writer before the answer is sent, so a 200 means durable. Errors are
+//! `{"error": "..."}` with 404 (no such alarm), 409 (the alarm's state does
+//! not allow it: someone else took it, or it is closed), 422 (the body is
+//! wrong) or 500/503 (the store).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+use trygg_uplink::metrics::Metrics;
+
+use crate::alarm::{AlarmState, WorkflowError};
+use crate::store::{ActionError, AlarmChange, Done, Op, Store, StoreError, StoreWriter};
+
+/// The hand-written OpenAPI 3.1 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+/// The largest request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub const DEFAULT_EVENT_LIMIT: usize = 100;
+pub const MAX_EVENT_LIMIT: usize = 10_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub writer: StoreWriter,
+    pub metrics: Arc<Metrics>,
+    pub changes: broadcast::Sender<AlarmChange>,
+    /// Ends the open streams at shutdown, so graceful shutdown can finish.
+    pub cancel: CancellationToken,
+}
+
+/// Every route, in one list, so a test can hold the OpenAPI document to it.
+pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/api/v1/alarms", get(list_alarms)),
+        ("/api/v1/alarms/{id}", get(get_alarm)),
+        ("/api/v1/alarms/{id}/acknowledge", post(acknowledge)),
+        ("/api/v1/alarms/{id}/close", post(close)),
+        ("/api/v1/events", get(list_events)),
+        ("/api/v1/stream", get(stream)),
+        ("/api/v1/dead-letters", get(dead_letters)),
+        ("/api/v1/openapi.json", get(openapi)),
+        ("/metrics", get(metrics)),
+        ("/healthz", get(healthz)),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, method)| r.route(path, method))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such path; see /api/v1/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "api store error");
+        let status = match e {
+            StoreError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        let status = match &e {
+            ActionError::NotFound(_) => StatusCode::NOT_FOUND,
+            ActionError::Workflow(WorkflowError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ActionError::Workflow(WorkflowError::Conflict(_)) => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Runs a read on the blocking pool: redb reads touch the disk.
+async fn read<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn alarm_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("alarm {id:?} does not exist: ids are numbers"),
+        )
+    })
+}
+
+async fn list_alarms(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let state = match q.get("state") {
+        None => None,
+        Some(v) => Some(AlarmState::parse(v).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("state {v:?} is not open, acknowledged or closed"),
+            )
+        })?),
+    };
+    let alarms = read(&s.store, move |st| st.alarms(state)).await?;
+    Ok(Json(json!({ "alarms": alarms })))
+}
+
+async fn get_alarm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = alarm_id(&id)?;
+    match read(&s.store, move |st| st.alarm(id)).await? {
+        Some(alarm) => Ok(Json(alarm)),
+        None => Err(ActionError::NotFound(id).into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcknowledgeBody {
+    by: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    by: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Reads a JSON body; anything wrong with it is a 422 that says what.
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("request body: {e}"),
+        )
+    })
+}
+
+async fn alarm_action(s: &AppState, op: Op) -> Result<Response, ApiError> {
+    match s.writer.submit(op).await? {
+        Done::Alarm(Ok((alarm, _))) => Ok(Json(alarm).into_response()),
+        Done::Alarm(Err(e)) => Err(e.into()),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected store answer {other:?}"),
+        )),
+    }
+}
+
+async fn acknowledge(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let alarm = alarm_id(&id)?;
+    let b: AcknowledgeBody = body(&bytes)?;
+    alarm_action(&s, Op::Acknowledge { alarm, by: b.by }).await
+}
+
+async fn close(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let alarm = alarm_id(&id)?;
+    let b: CloseBody = body(&bytes)?;
+    alarm_action(
+        &s,
+        Op::Close {
+            alarm,
+            by: b.by,
+            note: b.note,
+        },
+    )
+    .await
+}
+
+async fn list_events(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = match q.get("limit") {
+        None => DEFAULT_EVENT_LIMIT,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit {v:?} is not a number"),
+                )
+            })?
+            .min(MAX_EVENT_LIMIT),
+    };
+    let device = q.get("device").cloned();
+    let events = read(&s.store, move |st| st.events(device.as_deref(), limit)).await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+async fn dead_letters(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let letters = read(&s.store, |st| st.dead_letters(1000)).await?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// Server-sent events: `alarm` for each new or changed alarm, `resync` when
+/// this client fell behind and missed some (reload the list then).
+async fn stream(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = BroadcastStream::new(s.changes.subscribe()).map(|m| {
+        Ok(match m {
+            Ok(change) => Event::default()
+                .event("alarm")
+                .json_data(&change)
+                .unwrap_or_else(|e| {
+                    Event::default()
+                        .event("resync")
+                        .data(format!("{{\"error\":\"{e}\"}}"))
+                }),
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "alarm stream client lagged");
+                Event::default()
+                    .event("resync")
+                    .data(format!("{{\"missed\":{n}}}"))
+            }
+        })
+    });
+    // The comment goes out at once, so a client knows it is subscribed.
+    let hello = futures::stream::once(async {
+        Ok(Event::default().comment("subscribed to alarm changes"))
+    });
+    let stream = hello
+        .chain(changes)
+        .take_until(s.cancel.clone().cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, _) in routes() {
+            assert!(
+                paths.contains_key(path),
+                "{path} is routed but not in openapi.json"
+            );
+        }
+        for path in paths.keys() {
+            assert!(
+                routes().iter().any(|(p, _)| p == path),
+                "{path} is in openapi.json but not routed"
+            );
+        }
+    }
+
+    #[test]
+    fn openapi_says_there_is_no_login_yet() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(doc["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("no login"));
+    }
+}

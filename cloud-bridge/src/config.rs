@@ -1,0 +1,211 @@
+//! Configuration: a serde struct whose defaults live in the embedded
+//! `trygg-bridge.toml`.
+//!
+//! A user's file is laid over the embedded defaults key by key and the
+//! result is read with `deny_unknown_fields`, so a file needs to hold only
+//! what it changes and a misspelt key is an error, never a silent default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use trygg_uplink::mqtt_url::MqttUrl;
+
+/// The defaults, with comments that teach each setting.
+pub const DEFAULT_TOML: &str = include_str!("../trygg-bridge.toml");
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The redb store and generated development TLS files live here.
+    pub data_dir: PathBuf,
+    pub broker: BrokerConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerMode {
+    /// rumqttd in this process, MQTT v5 over TLS.
+    Embedded,
+    /// A broker somewhere else, at `url`.
+    External,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub mode: BrokerMode,
+    /// The embedded broker's listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The external broker.
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Loopback only until the API has a login; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML or has a wrong or unknown key: {0}")]
+    Parse(String),
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml_str("").expect("the embedded trygg-bridge.toml is valid")
+    }
+}
+
+impl Config {
+    /// Reads `text` laid over the embedded defaults. Does not validate.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let parse = |s: &str| {
+            s.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse(e.to_string()))
+        };
+        let mut merged = parse(DEFAULT_TOML)?;
+        merge(&mut merged, parse(text)?);
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config = Config::from_toml_str(&text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot, naming the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if !self.api.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "api.listen",
+                reason: format!(
+                    "{} is not a loopback address; the API has no login yet, so it may listen on \
+                     127.0.0.1 or [::1] only (put a proxy with authentication in front to reach it \
+                     from elsewhere)",
+                    self.api.listen
+                ),
+            });
+        }
+        let b = &self.broker;
+        match b.mode {
+            BrokerMode::Embedded => {
+                if b.cert_file.is_some() != b.key_file.is_some() {
+                    return invalid(
+                        "broker.cert_file",
+                        "give cert_file and key_file together, or neither for a generated development certificate",
+                    );
+                }
+                if b.cert_file.is_some() && b.ca_file.is_none() {
+                    return invalid(
+                        "broker.ca_file",
+                        "required with cert_file: the bridge's own MQTT client must trust the broker's certificate",
+                    );
+                }
+            }
+            BrokerMode::External => {
+                let url = MqttUrl::parse(&b.url).map_err(|e| ConfigError::Invalid {
+                    field: "broker.url",
+                    reason: e.to_string(),
+                })?;
+                if url.tls && b.ca_file.is_none() {
+                    return invalid("broker.ca_file", "required for an external mqtts:// broker");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lays `over` onto `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.broker.mode, BrokerMode::Embedded);
+        assert_eq!(c.api.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.broker.ca_file, None);
+    }
+
+    #[test]
+    fn a_file_needs_only_what_it_changes() {
+        let c = Config::from_toml_str("[api]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        assert_eq!(c.api.listen.port(), 0);
+        assert_eq!(c.broker.listen, "127.0.0.1:8883".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml_str("[api]\nlisen = \"127.0.0.1:0\"\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn api_on_a_public_address_is_refused_naming_the_field() {
+        let c = Config::from_toml_str("[api]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("api.listen") && err.contains("no login"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn external_tls_broker_needs_a_ca_file() {
+        let c = Config::from_toml_str("[broker]\nmode = \"external\"\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("broker.ca_file"));
+        let c =
+            Config::from_toml_str("[broker]\nmode = \"external\"\nurl = \"http://x:1\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("broker.url"));
+    }
+}

@@ -1,0 +1,698 @@
+//! The bridge's store: one redb file, `{data_dir}/bridge.redb`.
+//!
+//! What is durable when: every write goes through [`Store::commit`], one
+//! write transaction with `Durability::Immediate` (one fsync) for a whole
+//! group of operations; only after `commit` returns does anyone hear of it:
+//! an uplink receipt, an MQTT ack, an API answer, a stream message. A crash
+//! before that loses the group and nobody was told it was kept: the gateway
+//! sends the batch again, the carer presses again. redb's commit is atomic,
+//! so a torn write leaves the previous commit in place.
+//!
+//! [`StoreWriter`] is the one thread that writes. It takes whatever
+//! operations are waiting, commits them in one transaction (group commit:
+//! an SD card's fsync costs 1-20 ms however much it carries), then answers
+//! each. Readers use their own read transactions and never wait for it.
+//!
+//! Tables (values are JSON, so a person can read a dump):
+//!
+//! ```text
+//! events          event id           -> StoredEvent
+//! event_order     arrival number     -> event id       (newest first listing)
+//! device_events   (device, arrival)  -> event id       (listing per device)
+//! lanes           (gateway, lane)    -> highest lane sequence seen
+//! alarms          alarm id           -> Alarm
+//! alarm_events    event id           -> alarm id       (an event raises one alarm)
+//! dead_letters    id                 -> DeadLetter
+//! counters        name               -> next number
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use trygg_protocol::Lane;
+use trygg_uplink::contract::Batch;
+use trygg_uplink::metrics::Metrics;
+
+use crate::alarm::{Alarm, AlarmState, Change, WorkflowError};
+use crate::ingest::{self, Ingested, Ledger, StoredEvent};
+
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const EVENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("event_order");
+const DEVICE_EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("device_events");
+const LANES: TableDefinition<(&str, u8), u64> = TableDefinition::new("lanes");
+const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
+const ALARM_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("alarm_events");
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// How much of a rejected payload is kept.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 64 * 1024;
+/// The most operations one commit carries.
+const MAX_GROUP: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the file: worth a retry only after a person looked.
+    #[error("store: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("store holds a record it cannot read: {0}")]
+    Corrupt(String),
+    #[error("store writer has stopped")]
+    Stopped,
+    #[error("store commit failed: {0}")]
+    CommitFailed(String),
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+        }
+    )*};
+}
+redb_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// A payload kept aside because it could not be ingested.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub at_ms: u64,
+    pub reason: String,
+    pub message: String,
+    pub topic: String,
+    /// The payload as text (lossy UTF-8), cut at 64 KiB.
+    pub payload: String,
+    pub payload_bytes: usize,
+}
+
+/// One write for the store.
+#[derive(Debug)]
+pub enum Op {
+    Ingest(Batch),
+    DeadLetter {
+        reason: &'static str,
+        message: String,
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Acknowledge {
+        alarm: u64,
+        by: String,
+    },
+    Close {
+        alarm: u64,
+        by: String,
+        note: Option<String>,
+    },
+}
+
+/// Why an alarm action was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("alarm {0} does not exist")]
+    NotFound(u64),
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+}
+
+/// What an alarm action came to: the alarm as it now is, and what changed
+/// (`None` when the action was already done, e.g. acknowledged twice).
+pub type ActionOutcome = Result<(Box<Alarm>, Option<Change>), ActionError>;
+
+/// What one [`Op`] came to, once committed.
+#[derive(Debug)]
+pub enum Done {
+    Ingested {
+        ingested: Ingested,
+        raised: Vec<Alarm>,
+    },
+    DeadLettered(DeadLetter),
+    Alarm(ActionOutcome),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens or creates the store; after a crash redb repairs the file
+    /// first, which takes time in proportion to its size.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(EVENTS)?;
+            txn.open_table(EVENT_ORDER)?;
+            txn.open_table(DEVICE_EVENTS)?;
+            txn.open_table(LANES)?;
+            txn.open_table(ALARMS)?;
+            txn.open_table(ALARM_EVENTS)?;
+            txn.open_table(DEAD_LETTERS)?;
+            txn.open_table(COUNTERS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Carries out `ops` in one durable transaction. An alarm action that is
+    /// refused writes nothing and does not spoil the others; a storage error
+    /// loses the whole group (and nobody has been told otherwise).
+    pub fn commit(&self, ops: Vec<Op>, now_ms: u64) -> Result<Vec<Done>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut done = Vec::with_capacity(ops.len());
+        for op in ops {
+            done.push(match op {
+                Op::Ingest(batch) => ingest_batch(&txn, &batch, now_ms)?,
+                Op::DeadLetter {
+                    reason,
+                    message,
+                    topic,
+                    payload,
+                } => {
+                    let id = next(&txn, "dead_letter")?;
+                    let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+                    let letter = DeadLetter {
+                        id,
+                        at_ms: now_ms,
+                        reason: reason.into(),
+                        message,
+                        topic,
+                        payload: String::from_utf8_lossy(cut).into_owned(),
+                        payload_bytes: payload.len(),
+                    };
+                    txn.open_table(DEAD_LETTERS)?
+                        .insert(id, to_json(&letter).as_slice())?;
+                    Done::DeadLettered(letter)
+                }
+                Op::Acknowledge { alarm, by } => {
+                    Done::Alarm(act(&txn, alarm, |a| a.acknowledge(&by, now_ms))?)
+                }
+                Op::Close { alarm, by, note } => Done::Alarm(act(&txn, alarm, |a| {
+                    a.close(&by, note.as_deref(), now_ms).map(Some)
+                })?),
+            });
+        }
+        txn.commit()?;
+        Ok(done)
+    }
+
+    /// Alarms in one state (or all), red before yellow, then oldest first.
+    pub fn alarms(&self, state: Option<AlarmState>) -> Result<Vec<Alarm>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALARMS)?;
+        let mut out = Vec::new();
+        // A full scan: fine for a municipality's thousands of alarms a year;
+        // an index by state comes when the numbers say so.
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            let alarm: Alarm = from_json(v.value())?;
+            if state.is_none_or(|s| s == alarm.state) {
+                out.push(alarm);
+            }
+        }
+        out.sort_by(|a, b| {
+            let rank = |a: &Alarm| if a.severity == "red" { 0 } else { 1 };
+            (rank(a), a.raised_ms, a.id).cmp(&(rank(b), b.raised_ms, b.id))
+        });
+        Ok(out)
+    }
+
+    pub fn alarm(&self, id: u64) -> Result<Option<Alarm>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALARMS)?;
+        table.get(id)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    /// The newest events first, of one device or of all.
+    pub fn events(
+        &self,
+        device: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let ids: Vec<String> = match device {
+            Some(d) => {
+                let t = txn.open_table(DEVICE_EVENTS)?;
+                let mut ids = Vec::new();
+                for entry in t.range((d, 0u64)..=(d, u64::MAX))?.rev().take(limit) {
+                    ids.push(entry?.1.value().to_string());
+                }
+                ids
+            }
+            None => {
+                let t = txn.open_table(EVENT_ORDER)?;
+                let mut ids = Vec::new();
+                for entry in t.iter()?.rev().take(limit) {
+                    ids.push(entry?.1.value().to_string());
+                }
+                ids
+            }
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = events.get(id.as_str())? {
+                out.push(from_json(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest dead letters first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(limit) {
+            out.push(from_json(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn ingest_batch(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<Done, StoreError> {
+    let gw = batch.gateway.as_str();
+    let mut ledger = Ledger::default();
+    {
+        let events = txn.open_table(EVENTS)?;
+        for r in &batch.records {
+            let id = trygg_uplink::contract::event_id(gw, &r.device, r.device_seq);
+            if events.get(id.as_str())?.is_some() {
+                ledger.stored.insert(id);
+            }
+        }
+        let lanes = txn.open_table(LANES)?;
+        for lane in Lane::ALL {
+            if let Some(high) = lanes.get((gw, lane as u8))? {
+                ledger.lane_high.insert(lane, high.value());
+            }
+        }
+    }
+    let ingested = ingest::ingest(&mut ledger, batch, now_ms);
+    {
+        let mut lanes = txn.open_table(LANES)?;
+        for (lane, high) in &ledger.lane_high {
+            lanes.insert((gw, *lane as u8), *high)?;
+        }
+    }
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        let mut order = txn.open_table(EVENT_ORDER)?;
+        let mut by_device = txn.open_table(DEVICE_EVENTS)?;
+        for e in &ingested.events {
+            let n = next(txn, "event")?;
+            events.insert(e.event_id.as_str(), to_json(e).as_slice())?;
+            order.insert(n, e.event_id.as_str())?;
+            by_device.insert((e.device.as_str(), n), e.event_id.as_str())?;
+        }
+    }
+    let mut raised = Vec::new();
+    {
+        let mut alarms = txn.open_table(ALARMS)?;
+        let mut alarm_events = txn.open_table(ALARM_EVENTS)?;
+        for new in &ingested.alarms {
+            // A gap alarm's id names the gap; a redelivered batch must not
+            // raise it twice.
+            if alarm_events.get(new.event_id.as_str())?.is_some() {
+                continue;
+            }
+            let id = next(txn, "alarm")?;
+            let alarm = Alarm::raise(id, new.clone(), now_ms);
+            alarms.insert(id, to_json(&alarm).as_slice())?;
+            alarm_events.insert(new.event_id.as_str(), id)?;
+            raised.push(alarm);
+        }
+    }
+    Ok(Done::Ingested { ingested, raised })
+}
+
+fn act(
+    txn: &WriteTransaction,
+    id: u64,
+    transition: impl FnOnce(&mut Alarm) -> Result<Option<Change>, WorkflowError>,
+) -> Result<ActionOutcome, StoreError> {
+    let mut table = txn.open_table(ALARMS)?;
+    let found = table
+        .get(id)?
+        .map(|v| from_json::<Alarm>(v.value()))
+        .transpose()?;
+    let Some(mut alarm) = found else {
+        return Ok(Err(ActionError::NotFound(id)));
+    };
+    match transition(&mut alarm) {
+        Ok(change) => {
+            if change.is_some() {
+                table.insert(id, to_json(&alarm).as_slice())?;
+            }
+            Ok(Ok((Box::new(alarm), change)))
+        }
+        Err(e) => Ok(Err(e.into())),
+    }
+}
+
+/// Hands out the next number of a counter, starting at 1.
+fn next(txn: &WriteTransaction, name: &str) -> Result<u64, StoreError> {
+    let mut t = txn.open_table(COUNTERS)?;
+    let n = t.get(name)?.map(|v| v.value()).unwrap_or(0) + 1;
+    t.insert(name, n)?;
+    Ok(n)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("store records serialize")
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A change to an alarm, as the stream tells it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlarmChange {
+    pub change: Change,
+    pub alarm: Alarm,
+}
+
+type Reply = oneshot::Sender<Result<Done, StoreError>>;
+
+/// The handle to the one thread that writes. Cheap to clone; the thread
+/// ends, after committing what it was given, once every handle is gone.
+#[derive(Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<(Op, Reply)>,
+}
+
+impl StoreWriter {
+    /// Starts the writer thread. Join the returned handle to know the last
+    /// commit is done.
+    pub fn spawn(
+        store: Store,
+        metrics: Arc<Metrics>,
+        changes: broadcast::Sender<AlarmChange>,
+    ) -> (StoreWriter, std::thread::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(Op, Reply)>(4096);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(op) => group.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    let (ops, replies): (Vec<Op>, Vec<Reply>) = group.into_iter().unzip();
+                    let n = ops.len();
+                    match store.commit(ops, now_ms()) {
+                        Ok(done) => {
+                            metrics.inc("store_commits_total", "");
+                            metrics.add("store_ops_committed_total", "", n as u64);
+                            for (d, reply) in done.into_iter().zip(replies) {
+                                report(&d, &metrics, &changes);
+                                let _ = reply.send(Ok(d));
+                            }
+                        }
+                        Err(e) => {
+                            metrics.inc("store_commit_failures_total", "");
+                            tracing::error!(error = %e, ops = n, "store commit failed");
+                            let text = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(StoreError::CommitFailed(text.clone())));
+                            }
+                        }
+                    }
+                }
+                tracing::info!("store writer stopped");
+            })
+            .expect("spawning the store writer");
+        (StoreWriter { tx }, handle)
+    }
+
+    /// Commits `op` (with whatever else is waiting) and returns what it came
+    /// to, once durable.
+    pub async fn submit(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Queues `op` now and returns a future for its outcome, so the caller
+    /// can take its next input while this one commits.
+    pub async fn enqueue(
+        &self,
+        op: Op,
+    ) -> Result<oneshot::Receiver<Result<Done, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send((op, reply))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        Ok(answer)
+    }
+}
+
+/// Logs once and counts once for each committed thing worth telling, and
+/// tells the alarm stream.
+fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChange>) {
+    match done {
+        Done::Ingested { ingested, raised } => {
+            let gw = ingested.gateway.as_str();
+            metrics.add("records_stored_total", "", ingested.events.len() as u64);
+            if !ingested.duplicates.is_empty() {
+                metrics.add(
+                    "records_duplicate_total",
+                    "",
+                    ingested.duplicates.len() as u64,
+                );
+                tracing::info!(
+                    gateway = gw,
+                    count = ingested.duplicates.len(),
+                    "duplicate records receipted again"
+                );
+            }
+            for g in &ingested.gaps {
+                metrics.inc("sequence_gaps_total", "");
+                tracing::warn!(gateway = gw, lane = %g.lane, first = g.first, last = g.last, "sequence gap");
+            }
+            for r in &ingested.regressions {
+                metrics.inc("sequence_regressions_total", "");
+                tracing::warn!(gateway = gw, lane = %r.lane, seq = r.seq, highest = r.highest, "sequence went back; new event accepted");
+            }
+            for a in raised {
+                metrics.inc(
+                    "alarms_raised_total",
+                    &format!("severity=\"{}\"", a.severity),
+                );
+                tracing::info!(alarm = a.id, kind = %a.kind, gateway = gw, device = %a.device, "alarm raised");
+                let _ = changes.send(AlarmChange {
+                    change: Change::New,
+                    alarm: a.clone(),
+                });
+            }
+        }
+        Done::DeadLettered(d) => {
+            tracing::debug!(id = d.id, reason = %d.reason, "dead letter kept");
+        }
+        Done::Alarm(Ok((alarm, Some(change)))) => {
+            let by = match change {
+                Change::Closed => alarm.closed_by.as_deref(),
+                _ => alarm.acknowledged_by.as_deref(),
+            };
+            tracing::info!(alarm = alarm.id, change = ?change, by = by.unwrap_or(""), "alarm changed");
+            let _ = changes.send(AlarmChange {
+                change: *change,
+                alarm: alarm.as_ref().clone(),
+            });
+        }
+        Done::Alarm(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::tests::{batch, record};
+    use trygg_protocol::EventKind;
+
+    #[test]
+    fn committed_state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.redb");
+        let b = batch(
+            1,
+            vec![
+                record(Lane::Alarm, 1, "button-1", 1, EventKind::ButtonPress),
+                record(Lane::Telemetry, 1, "pir-1", 1, EventKind::Motion),
+            ],
+        );
+        {
+            let store = Store::open(&path).unwrap();
+            let done = store.commit(vec![Op::Ingest(b.clone())], 10).unwrap();
+            let Done::Ingested { raised, .. } = &done[0] else {
+                panic!("{done:?}")
+            };
+            assert_eq!(raised.len(), 1);
+            let done = store
+                .commit(
+                    vec![Op::Acknowledge {
+                        alarm: raised[0].id,
+                        by: "kari".into(),
+                    }],
+                    20,
+                )
+                .unwrap();
+            assert!(matches!(
+                &done[0],
+                Done::Alarm(Ok((_, Some(Change::Acknowledged))))
+            ));
+        }
+        let store = Store::open(&path).unwrap();
+        let alarms = store.alarms(None).unwrap();
+        assert_eq!(alarms.len(), 1);
+        assert_eq!(alarms[0].state, AlarmState::Acknowledged);
+        assert_eq!(alarms[0].acknowledged_by.as_deref(), Some("kari"));
+        assert_eq!(store.events(None, 10).unwrap().len(), 2);
+        assert_eq!(store.events(Some("pir-1"), 10).unwrap().len(), 1);
+
+        // The same batch after the restart: a duplicate, not a second alarm;
+        // the lane high survived too, so no gap either.
+        let done = store.commit(vec![Op::Ingest(b)], 30).unwrap();
+        let Done::Ingested { ingested, raised } = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert!(raised.is_empty() && ingested.gaps.is_empty());
+        assert_eq!(ingested.duplicates.len(), 2);
+        assert_eq!(store.alarms(None).unwrap().len(), 1);
+        let next = batch(
+            2,
+            vec![record(
+                Lane::Alarm,
+                3,
+                "button-1",
+                2,
+                EventKind::ButtonPress,
+            )],
+        );
+        let done = store.commit(vec![Op::Ingest(next)], 40).unwrap();
+        let Done::Ingested { ingested, .. } = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(ingested.gaps.len(), 1, "seq 2 is missing after the restart");
+    }
+
+    #[test]
+    fn group_commit_sees_earlier_batches_of_the_same_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let b = batch(
+            1,
+            vec![record(
+                Lane::Alarm,
+                1,
+                "button-1",
+                1,
+                EventKind::ButtonPress,
+            )],
+        );
+        let done = store
+            .commit(vec![Op::Ingest(b.clone()), Op::Ingest(b)], 10)
+            .unwrap();
+        assert_eq!(done.len(), 2);
+        assert_eq!(store.alarms(Some(AlarmState::Open)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refused_action_does_not_spoil_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let b = batch(
+            1,
+            vec![record(
+                Lane::Alarm,
+                1,
+                "button-1",
+                1,
+                EventKind::ButtonPress,
+            )],
+        );
+        let done = store
+            .commit(
+                vec![
+                    Op::Ingest(b),
+                    Op::Close {
+                        alarm: 1,
+                        by: "kari".into(),
+                        note: None,
+                    },
+                    Op::Acknowledge {
+                        alarm: 99,
+                        by: "kari".into(),
+                    },
+                    Op::Acknowledge {
+                        alarm: 1,
+                        by: "ola".into(),
+                    },
+                ],
+                10,
+            )
+            .unwrap();
+        assert!(matches!(
+            &done[1],
+            Done::Alarm(Err(ActionError::Workflow(WorkflowError::Invalid(_))))
+        ));
+        assert!(matches!(
+            &done[2],
+            Done::Alarm(Err(ActionError::NotFound(99)))
+        ));
+        assert_eq!(
+            store.alarm(1).unwrap().unwrap().acknowledged_by.as_deref(),
+            Some("ola")
+        );
+    }
+
+    #[test]
+    fn dead_letter_payload_is_cut_at_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        store
+            .commit(
+                vec![Op::DeadLetter {
+                    reason: "too_large",
+                    message: "big".into(),
+                    topic: "trygg/v1/gw/gw-1/batch".into(),
+                    payload: vec![b'x'; 100_000],
+                }],
+                10,
+            )
+            .unwrap();
+        let letters = store.dead_letters(10).unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].payload.len(), MAX_DEAD_LETTER_PAYLOAD);
+        assert_eq!(letters[0].payload_bytes, 100_000);
+    }
+}

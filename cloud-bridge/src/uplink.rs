@@ -1,0 +1,235 @@
+//! The uplink shell: an MQTT v5 client that takes gateways' batches from
+//! the broker, has the store commit them, and receipts them.
+//!
+//! For each batch, in this order and never another:
+//!
+//! 1. the store commits it (fsync), grouped with whatever else waits;
+//! 2. the bridge publishes the `UplinkReceipt` (QoS 1) to the gateway;
+//! 3. the bridge acks the batch's MQTT publish (manual acks).
+//!
+//! A crash before 1 loses nothing: the broker has not been acked and the
+//! gateway still holds the records. A crash between 1 and 3 makes the
+//! batch come again, and the store recognises every record as a duplicate.
+//!
+//! A payload the bridge cannot ingest is committed as a dead letter and
+//! then acked: redelivering it would never make it better.
+//!
+//! The session is persistent (`clean_start = false`, client id
+//! `trygg-bridge`), so batches published while the bridge was away wait in
+//! the broker. Subscriptions are made again on every ConnAck all the same,
+//! in case the broker forgot the session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use trygg_uplink::backoff::Backoff;
+use trygg_uplink::contract::{self, MAX_BATCH_BYTES};
+use trygg_uplink::metrics::Metrics;
+use trygg_uplink::mqtt_url::MqttUrl;
+
+use crate::ingest;
+use crate::store::{Done, Op, StoreWriter};
+
+pub const CLIENT_ID: &str = "trygg-bridge";
+/// How long shutdown waits for batches already taken to be committed,
+/// receipted and acked.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// Final: the configuration's TLS files are unusable.
+    #[error("uplink TLS: {0}")]
+    Tls(#[from] trygg_uplink::tls::TlsError),
+    /// Final: nothing can be committed any more.
+    #[error("uplink: the store writer has stopped")]
+    StoreStopped,
+}
+
+pub struct UplinkSettings {
+    pub url: MqttUrl,
+    /// The CA the broker's certificate must chain to (mqtts:// only).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The broker's largest payload, so the client reads what it may send.
+    pub max_payload: usize,
+}
+
+/// Runs until `cancel`, then finishes what it took and disconnects.
+/// `subscribed` fires after the first SubAck.
+pub async fn run(
+    settings: UplinkSettings,
+    writer: StoreWriter,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    subscribed: oneshot::Sender<()>,
+) -> Result<(), UplinkError> {
+    let mut opts = MqttOptions::new(CLIENT_ID, settings.url.host.clone(), settings.url.port);
+    opts.set_keep_alive(Duration::from_secs(10))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(7 * 24 * 3600))
+        .set_manual_acks(true)
+        .set_max_packet_size(Some((settings.max_payload + 64 * 1024) as u32));
+    if settings.url.tls {
+        let ca = settings
+            .ca_file
+            .as_deref()
+            .expect("validate() requires a CA for mqtts://");
+        let tls = trygg_uplink::tls::client_config(ca)?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let tracker = TaskTracker::new();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut subscribed = Some(subscribed);
+    let url = settings.url.to_string();
+
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                metrics.inc("uplink_connects_total", "");
+                tracing::info!(broker = %url, session_present = ack.session_present, "uplink connected");
+                let filters = [contract::BATCH_FILTER, contract::STATUS_FILTER];
+                let subs =
+                    filters.map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subs) {
+                    tracing::warn!(error = %e, "uplink subscribe could not be queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::info!(reasons = ?ack.return_codes, "uplink subscribed");
+                if let Some(tx) = subscribed.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                take(publish, &client, &writer, &metrics, &tracker).await?;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.inc("uplink_connection_errors_total", "");
+                let delay = backoff.next_delay();
+                tracing::warn!(broker = %url, error = %e, retry_ms = delay.as_millis() as u64, "uplink connection lost");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    // Stop taking input, but keep the connection turning until what was
+    // taken is committed, receipted and acked. Publishes arriving now are
+    // left unacked; the broker keeps them for the next start.
+    tracker.close();
+    let deadline = tokio::time::sleep(DRAIN_DEADLINE);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = tracker.wait() => break,
+            _ = &mut deadline => {
+                tracing::warn!(pending = tracker.len(), "uplink shutdown deadline passed with batches in flight");
+                break;
+            }
+            event = eventloop.poll() => if event.is_err() { break },
+        }
+    }
+    // Flush the receipts and acks queued above, then say goodbye.
+    let _ = client.try_disconnect();
+    let flush = async {
+        while let Ok(event) = eventloop.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    tracing::info!("uplink stopped");
+    Ok(())
+}
+
+/// Takes one publish: queues its commit now (keeping arrival order), and
+/// receipts and acks it in a task once the commit is done, so the next
+/// publish can join the same group commit.
+async fn take(
+    publish: Publish,
+    client: &AsyncClient,
+    writer: &StoreWriter,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+) -> Result<(), UplinkError> {
+    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if let Some(gw) = contract::gateway_of_topic(&topic, "status") {
+        let status = String::from_utf8_lossy(&publish.payload);
+        let online = status.trim() == "online";
+        metrics.set(
+            "gateway_online",
+            &format!("gateway=\"{gw}\""),
+            if online { 1.0 } else { 0.0 },
+        );
+        tracing::info!(gateway = gw, status = %status.trim(), "gateway status");
+        let _ = client.ack(&publish).await;
+        return Ok(());
+    }
+    let checked = match contract::gateway_of_topic(&topic, "batch") {
+        Some(gw) => ingest::check_batch(gw, &publish.payload),
+        None => Err(ingest::Rejected {
+            reason: "unknown_topic",
+            message: format!("no batch topic: {topic:?}"),
+        }),
+    };
+    let op = match checked {
+        Ok(batch) => Op::Ingest(batch),
+        Err(rejected) => {
+            metrics.inc(
+                "batches_rejected_total",
+                &format!("reason=\"{}\"", rejected.reason),
+            );
+            tracing::warn!(topic = %topic, reason = rejected.reason, bytes = publish.payload.len(), message = %rejected.message, "batch rejected");
+            Op::DeadLetter {
+                reason: rejected.reason,
+                message: rejected.message,
+                topic: topic.clone(),
+                payload: publish.payload[..publish.payload.len().min(MAX_BATCH_BYTES)].to_vec(),
+            }
+        }
+    };
+    let answer = writer
+        .enqueue(op)
+        .await
+        .map_err(|_| UplinkError::StoreStopped)?;
+    let client = client.clone();
+    let metrics = metrics.clone();
+    tracker.spawn(async move {
+        match answer.await {
+            Ok(Ok(Done::Ingested { ingested, .. })) => {
+                let receipt = serde_json::to_vec(&ingested.receipt).expect("receipts serialize");
+                let gw = ingested.gateway.as_str();
+                if let Err(e) = client.publish(contract::receipt_topic(gw), QoS::AtLeastOnce, false, receipt).await {
+                    tracing::warn!(gateway = gw, error = %e, "receipt could not be queued; the gateway will send again");
+                }
+                metrics.inc("batches_committed_total", "");
+                tracing::debug!(gateway = gw, batch = ingested.receipt.batch, stored = ingested.events.len(), "batch committed and receipted");
+                let _ = client.ack(&publish).await;
+            }
+            Ok(Ok(_)) => {
+                let _ = client.ack(&publish).await;
+            }
+            // Not acked: the broker redelivers it on the next session, and the
+            // gateway sends it again for want of a receipt.
+            Ok(Err(e)) => tracing::error!(topic = %topic, error = %e, "batch not committed; left unacked"),
+            Err(_) => tracing::error!(topic = %topic, "store writer stopped; batch left unacked"),
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! The harness for Trygg's end-to-end tests: start the backend and gateways
+//! in-process or as child processes, run a real Mosquitto, talk to the API.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use trygg_uplink::mqtt_url::MqttUrl;
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd::server::broker=off".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A free loopback port (bound and released: another process could take
+/// it in between, which is rare enough for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
+    l.local_addr().expect("its address")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backend's HTTP API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("API reachable");
+        resp.json().await.expect("API answers JSON")
+    }
+
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("API reachable")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("API reachable");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn alarms(&self, state: &str) -> Vec<Value> {
+        self.get(&format!("/api/v1/alarms?state={state}")).await["alarms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn all_alarms(&self) -> Vec<Value> {
+        self.get("/api/v1/alarms").await["alarms"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Stored events of one device, oldest arrival first.
+    pub async fn events(&self, device: &str) -> Vec<Value> {
+        let mut v = self
+            .get(&format!("/api/v1/events?device={device}&limit=10000"))
+            .await["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        v.reverse();
+        v
+    }
+
+    /// Device seqs stored for a device.
+    pub async fn device_seqs(&self, device: &str) -> Vec<u64> {
+        self.events(device)
+            .await
+            .iter()
+            .filter_map(|e| e["device_seq"].as_u64())
+            .collect()
+    }
+
+    /// Value of a metric line (sum over label sets if `labels` is empty).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        parse_metric(&self.text("/metrics").await, name, labels)
+    }
+}
+
+/// Reads a metric from Prometheus text: the exact label set, or the sum
+/// over all label sets when `labels` is empty.
+pub fn parse_metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (n, lab) = match key.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            (n == name && (labels.is_empty() || lab == labels))
+                .then(|| value.parse::<f64>().unwrap_or(0.0))
+        })
+        .sum()
+}
+
+/// A backend started in this process. Its embedded broker lives until the
+/// test process ends (rumqttd cannot be stopped).
+pub struct InProcessBackend {
+    pub ready: trygg_bridge::Ready,
+    pub api: Api,
+    pub stop: CancellationToken,
+}
+
+pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_bridge::Config {
+    let mut c = trygg_bridge::Config::default();
+    c.data_dir = dir.to_path_buf();
+    c.broker.listen = broker;
+    c.api.listen = api;
+    c
+}
+
+pub async fn start_backend(dir: &Path) -> InProcessBackend {
+    let config = bridge_config(
+        dir,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    );
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(trygg_bridge::run(
+        config,
+        Some(tx),
+        stop.clone().cancelled_owned(),
+    ));
+    let ready = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("backend ready in 20 s")
+        .expect("backend started");
+    InProcessBackend {
+        api: Api::new(ready.api),
+        ready,
+        stop,
+    }
+}
+
+/// A gateway config for tests: embedded broker on a free port, the given
+/// backend, the default device register.
+pub fn gateway_config(dir: &Path, uplink: &MqttUrl, ca_file: &Path) -> trygg_gateway::Config {
+    let mut c = trygg_gateway::Config::default_config();
+    c.data_dir = dir.to_path_buf();
+    c.local_broker.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    c.uplink.url = uplink.to_string();
+    c.uplink.ca_file = ca_file.to_path_buf();
+    c.uplink.receipt_timeout_s = 5;
+    c.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    c
+}
+
+pub struct InProcessGateway {
+    pub ready: trygg_gateway::Ready,
+    pub local_api: Api,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), trygg_gateway::GatewayError>>,
+}
+
+pub async fn start_gateway(config: trygg_gateway::Config) -> InProcessGateway {
+    let stop = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(trygg_gateway::run(
+        config,
+        Some(tx),
+        stop.clone().cancelled_owned(),
+    ));
+    let ready = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("gateway ready in 20 s")
+        .expect("gateway started");
+    InProcessGateway {
+        local_api: Api::new(ready.local_api),
+        ready,
+        stop,
+        task,
+    }
+}
+
+/// A service running as a child process, killed when dropped.
+pub struct ChildService {
+    pub child: Child,
+    /// The `... ready: key=value ...` line it printed.
+    pub ready_line: String,
+}
+
+impl ChildService {
+    /// Starts `exe` with `args` and waits for a stdout line starting with
+    /// `ready_prefix`.
+    pub async fn start(exe: &Path, args: &[&str], ready_prefix: &str) -> ChildService {
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "warn,rumqttd::server::broker=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready_line = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with(ready_prefix) {
+                    return line;
+                }
+            }
+            panic!("{} exited before it was ready", exe.display());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} not ready within 30 s", exe.display()));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ChildService { child, ready_line }
+    }
+
+    /// The value of `key=` in the ready line.
+    pub fn field(&self, key: &str) -> String {
+        self.ready_line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in `{}`", self.ready_line))
+            .to_string()
+    }
+
+    /// SIGKILL: no shutdown, no flush, like a power cut for the process.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s of SIGTERM")
+            .expect("exit status")
+    }
+}
+
+/// Writes a TOML config file for a child process.
+pub fn write_config<T: serde::Serialize>(dir: &Path, name: &str, config: &T) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(config).expect("config serializes"))
+        .expect("config written");
+    path
+}
+
+/// A real Mosquitto on a loopback port, in-memory, killed when dropped.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub url: MqttUrl,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto`, or returns an error saying how to install it.
+    pub fn start() -> Result<Mosquitto, String> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("mosquitto is not installed: run `sudo apt-get install -y mosquitto` (scripts/test does)")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let addr = free_addr();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n", addr.port()),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("mosquitto did not listen on {addr} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Mosquitto {
+            child,
+            url: MqttUrl {
+                host: "127.0.0.1".into(),
+                port: addr.port(),
+                tls: false,
+            },
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes raw payloads to the device broker, as a misbehaving device
+/// would, and collects what comes back on `trygg/v1/dev/+/ack`.
+pub struct RawDevice {
+    pub client: rumqttc::AsyncClient,
+    pub receipts: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl RawDevice {
+    pub async fn connect(broker: &MqttUrl) -> RawDevice {
+        use rumqttc::{Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new(
+            format!("raw-{}", std::process::id()),
+            broker.host.clone(),
+            broker.port,
+        );
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let sub = client.clone();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.subscribe("trygg/v1/dev/+/ack", QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(t) = subscribed_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        if tx.send((p.topic.clone(), v)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscribed in 10 s")
+            .expect("subscribed");
+        RawDevice {
+            client,
+            receipts: rx,
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish queued");
+    }
+
+    /// The next receipt on `topic`, within 10 s.
+    pub async fn receipt_on(&mut self, topic: &str) -> Value {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some((t, v)) = self.receipts.recv().await {
+                if t == topic {
+                    return v;
+                }
+            }
+            panic!("receipt stream ended");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no receipt on {topic} within 10 s"))
+    }
+}
