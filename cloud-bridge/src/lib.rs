@@ -14,6 +14,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod store;

@@ -1,0 +1,127 @@
+//! The gateway killed with SIGKILL in the middle of a stream, and
+//! restarted: every event a device got a receipt for reaches the backend,
+//! exactly once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use trygg_protocol::EventKind;
+use trygg_sim::device::{spawn_device, DeviceHandle};
+use trygg_tests::*;
+use trygg_uplink::mqtt_url::MqttUrl;
+
+async fn stream(devices: &[(DeviceHandle, EventKind)], for_how_long: Duration) {
+    let until = tokio::time::Instant::now() + for_how_long;
+    while tokio::time::Instant::now() < until {
+        for (d, kind) in devices {
+            d.emit(*kind).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_killed_mid_stream_loses_no_receipted_event_and_duplicates_none() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = start_backend(&dir.path().join("backend")).await;
+
+    let mut config = gateway_config(
+        &dir.path().join("gateway"),
+        &backend.ready.broker,
+        &backend.ready.ca_file,
+    );
+    // A fixed device-broker port, so devices find the restarted gateway.
+    config.local_broker.listen = free_addr();
+    let config_file = write_config(dir.path(), "gateway.toml", &config);
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_trygg-gateway-under-test"));
+    let args = ["--config", config_file.to_str().unwrap()];
+    let gateway = ChildService::start(exe, &args, "trygg-gateway ready:").await;
+    let broker = MqttUrl::parse(&gateway.field("device-broker")).unwrap();
+
+    let devices = vec![
+        (
+            spawn_device("button-1", &broker, None),
+            EventKind::ButtonPress,
+        ),
+        (spawn_device("motion-1", &broker, None), EventKind::Motion),
+        (spawn_device("door-1", &broker, None), EventKind::DoorOpened),
+    ];
+    stream(&devices, Duration::from_millis(1500)).await;
+    let receipted_before_kill: usize = devices.iter().map(|(d, _)| d.log().receipted().len()).sum();
+    gateway.kill9().await;
+    // Devices go on while the gateway is dead; their outboxes keep it all.
+    stream(&devices, Duration::from_millis(500)).await;
+    let gateway = ChildService::start(exe, &args, "trygg-gateway ready:").await;
+    stream(&devices, Duration::from_millis(1000)).await;
+
+    for (d, _) in &devices {
+        assert!(
+            d.wait_all_receipted(Duration::from_secs(60)).await,
+            "{}: events never receipted: {:?}",
+            d.id,
+            d.log().unreceipted()
+        );
+    }
+    assert!(
+        receipted_before_kill > 50,
+        "the stream was under way when the gateway died ({receipted_before_kill} receipted)"
+    );
+
+    for (d, kind) in &devices {
+        let log = d.log();
+        let receipted: BTreeSet<u64> = log.receipted().into_iter().collect();
+        let stored = eventually(
+            Duration::from_secs(30),
+            &format!(
+                "{}'s {} receipted events at the backend",
+                d.id,
+                receipted.len()
+            ),
+            || {
+                let api = backend.api.clone();
+                let id = d.id.clone();
+                let want = receipted.len();
+                async move {
+                    let seqs = api.device_seqs(&id).await;
+                    (seqs.len() >= want).then_some(seqs)
+                }
+            },
+        )
+        .await;
+        let unique: BTreeSet<u64> = stored.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "{}: an event is stored twice",
+            d.id
+        );
+        let missing: Vec<_> = receipted.difference(&unique).collect();
+        assert!(
+            missing.is_empty(),
+            "{}: receipted but lost: {missing:?}",
+            d.id
+        );
+        if kind.needs_handling() {
+            let alarms: Vec<_> = backend
+                .api
+                .all_alarms()
+                .await
+                .into_iter()
+                .filter(|a| a["device"] == d.id.as_str())
+                .collect();
+            let ids: BTreeSet<String> = alarms
+                .iter()
+                .map(|a| a["event_id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids.len(), alarms.len(), "{}: an alarm is shown twice", d.id);
+            assert_eq!(
+                alarms.len(),
+                receipted.len(),
+                "{}: one alarm per press",
+                d.id
+            );
+        }
+    }
+    gateway.terminate().await;
+}
