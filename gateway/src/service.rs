@@ -158,7 +158,17 @@ pub async fn run(
             .expect("spawning the journal thread")
     };
 
-    let acker = tokio::spawn(ack_loop(local.clone(), ack_rx));
+    // Acknowledgements go out through the local connection; once the last
+    // one is queued the acknowledger disconnects and says so.
+    let acks_done = CancellationToken::new();
+    let acker = {
+        let (client, done) = (local.clone(), acks_done.clone());
+        tokio::spawn(async move {
+            ack_loop(client.clone(), ack_rx).await;
+            let _ = client.disconnect().await;
+            done.cancel();
+        })
+    };
 
     // Local API.
     let listener = tokio::net::TcpListener::bind(config.local_api.listen)
@@ -194,11 +204,24 @@ pub async fn run(
         let cancel = cancel.clone();
         let shared = shared.clone();
         let local = local.clone();
+        let acks_done = acks_done.clone();
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+            // On shutdown, stop taking input (drop the journal's sender) but
+            // keep the connection polled until the acknowledgements of what
+            // was taken are out, for at most 5 s.
+            let mut journal_tx = Some(journal_tx);
+            let mut drain_until =
+                tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
             loop {
                 let event = tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = cancel.cancelled(), if journal_tx.is_some() => {
+                        journal_tx = None;
+                        drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
+                        continue;
+                    }
+                    _ = acks_done.cancelled() => break,
+                    _ = tokio::time::sleep_until(drain_until) => break,
                     e = local_loop.poll() => e,
                 };
                 match event {
@@ -213,12 +236,17 @@ pub async fn run(
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        shared.metrics.inc("device_messages_received_total", "");
-                        if journal_tx.send(JournalCmd::Device(p)).await.is_err() {
-                            break;
+                        // Once shutdown began nothing more is taken or acked:
+                        // the broker keeps it for the next session.
+                        if let Some(tx) = &journal_tx {
+                            shared.metrics.inc("device_messages_received_total", "");
+                            if tx.send(JournalCmd::Device(p)).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     Ok(_) => {}
+                    Err(_) if journal_tx.is_none() => break,
                     Err(e) => {
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "device broker connection lost");
@@ -243,13 +271,13 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new input, committing what was taken");
     cancel.cancel();
-    // Stop taking input first; then let the journal drain (its channel
-    // closes once every sender is gone) and the acknowledger finish.
-    let _ = ingest.await;
+    // Input stops at once; the journal commits what was taken and closes
+    // when its last sender (ingest, uplink) is gone; the acknowledger then
+    // sends the last receipts while ingest keeps the connection polled.
     let _ = uplink.await;
     let _ = tokio::task::spawn_blocking(move || journal_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
-    let _ = local.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(6), ingest).await;
     let _ = api.await;
     tracing::info!("gateway stopped");
     Ok(())

@@ -123,5 +123,9 @@ async fn gateway_killed_mid_stream_loses_no_receipted_event_and_duplicates_none(
             );
         }
     }
-    gateway.terminate().await;
+    let status = gateway.terminate().await;
+    assert!(
+        status.success(),
+        "SIGTERM stops the gateway cleanly: {status}"
+    );
 }
