@@ -43,7 +43,7 @@ impl SimConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(self.home.telemetry_every_s > 0.0) {
+        if self.home.telemetry_every_s.is_nan() || self.home.telemetry_every_s <= 0.0 {
             anyhow::bail!("config field `home.telemetry_every_s` must be above 0");
         }
         if self.home.alarm_every_s < 0.0 {

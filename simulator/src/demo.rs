@@ -67,11 +67,17 @@ pub async fn run_demo(
     let cancel = CancellationToken::new();
 
     // The backend.
-    let mut bridge_config = trygg_bridge::Config::default();
-    bridge_config.data_dir = data_dir.join("backend");
-    bridge_config.broker.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    bridge_config.api.listen =
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port)));
+    let defaults = trygg_bridge::Config::default();
+    let bridge_config = trygg_bridge::Config {
+        data_dir: data_dir.join("backend"),
+        broker: trygg_bridge::config::BrokerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..defaults.broker
+        },
+        api: trygg_bridge::config::ApiConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port))),
+        },
+    };
     let (btx, brx) = tokio::sync::oneshot::channel();
     let bridge = tokio::spawn(trygg_bridge::run(
         bridge_config,

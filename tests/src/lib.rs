@@ -162,11 +162,15 @@ pub struct InProcessBackend {
 }
 
 pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_bridge::Config {
-    let mut c = trygg_bridge::Config::default();
-    c.data_dir = dir.to_path_buf();
-    c.broker.listen = broker;
-    c.api.listen = api;
-    c
+    let defaults = trygg_bridge::Config::default();
+    trygg_bridge::Config {
+        data_dir: dir.to_path_buf(),
+        broker: trygg_bridge::config::BrokerConfig {
+            listen: broker,
+            ..defaults.broker
+        },
+        api: trygg_bridge::config::ApiConfig { listen: api },
+    }
 }
 
 pub async fn start_backend(dir: &Path) -> InProcessBackend {
