@@ -105,6 +105,13 @@ pub struct Group {
     pub receipted: Vec<SeqRange>,
 }
 
+impl Group {
+    /// Nothing to write: heartbeats alone must not cost an fsync.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.dead_letters.is_empty() && self.receipted.is_empty()
+    }
+}
+
 /// What became of each event of a group, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -183,6 +190,9 @@ impl Journal {
 
     /// Commits one group in one durable transaction.
     pub fn apply(&mut self, group: &Group) -> Result<GroupResult, JournalError> {
+        if group.is_empty() {
+            return Ok(GroupResult::default());
+        }
         let mut txn = self.db.begin_write().map_err(st)?;
         txn.set_durability(Durability::Immediate).map_err(st)?;
         let mut next = self.next;
@@ -558,6 +568,16 @@ mod tests {
                 Outcome::Duplicate
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_group_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let mut j = Journal::open(&path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(j.apply(&Group::default()).unwrap(), GroupResult::default());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     }
 
     #[test]

@@ -365,12 +365,14 @@ fn journal_loop(
                 }
             }
         };
-        metrics.inc("journal_commits_total", "");
-        metrics.set(
-            "journal_last_commit_seconds",
-            "",
-            started.elapsed().as_secs_f64(),
-        );
+        if !group.is_empty() {
+            metrics.inc("journal_commits_total", "");
+            metrics.set(
+                "journal_last_commit_seconds",
+                "",
+                started.elapsed().as_secs_f64(),
+            );
+        }
         if result.deleted > 0 {
             metrics.add("journal_records_receipted_total", "", result.deleted);
         }
