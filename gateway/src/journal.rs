@@ -136,6 +136,7 @@ pub struct GroupResult {
 pub struct Journal {
     db: Arc<Database>,
     next: [u64; 3],
+    commits: u64,
 }
 
 fn now_ms() -> u64 {
@@ -179,6 +180,11 @@ impl Journal {
             db: Arc::new(db),
             next,
         })
+    }
+
+    /// Durable commits made since this journal was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// A handle for reading pending records from another thread.
@@ -310,6 +316,7 @@ impl Journal {
             }
         }
         txn.commit().map_err(st)?;
+        self.commits += 1;
         self.next = next;
         Ok(result)
     }
@@ -573,11 +580,12 @@ mod tests {
     #[test]
     fn an_empty_group_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.redb");
-        let mut j = Journal::open(&path).unwrap();
-        let len = std::fs::metadata(&path).unwrap().len();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
         assert_eq!(j.apply(&Group::default()).unwrap(), GroupResult::default());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(j.commits(), 0);
+        j.apply(&group(vec![ev("b", 1, EventKind::Motion)]))
+            .unwrap();
+        assert_eq!(j.commits(), 1);
     }
 
     #[test]
