@@ -179,6 +179,7 @@ impl Journal {
         Ok(Journal {
             db: Arc::new(db),
             next,
+            commits: 0,
         })
     }
 
