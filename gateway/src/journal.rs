@@ -264,16 +264,22 @@ impl Journal {
                 lanes[lane.index()]
                     .insert(lane_seq, bytes.as_slice())
                     .map_err(st)?;
-                last.insert(e.device.as_str(), seq).map_err(st)?;
                 recent.insert((e.device.as_str(), seq), ()).map_err(st)?;
-                if seq >= RECENT_WINDOW {
-                    let cutoff = seq - RECENT_WINDOW;
-                    recent
-                        .retain_in(
-                            (e.device.as_str(), 0)..=(e.device.as_str(), cutoff),
-                            |_, _| false,
-                        )
-                        .map_err(st)?;
+                // Only a new highest moves the window; an older arrival
+                // must not lower it.
+                if prev.is_none_or(|p| seq > p) {
+                    last.insert(e.device.as_str(), seq).map_err(st)?;
+                    // Forget seqs below the window, every 64 seqs: what
+                    // lingers is still a true memory of a committed event.
+                    if seq >= RECENT_WINDOW && seq % 64 == 0 {
+                        let cutoff = seq - RECENT_WINDOW;
+                        recent
+                            .retain_in(
+                                (e.device.as_str(), 0)..=(e.device.as_str(), cutoff),
+                                |_, _| false,
+                            )
+                            .map_err(st)?;
+                    }
                 }
                 result.outcomes.push(Outcome::Committed {
                     lane,
@@ -496,6 +502,22 @@ mod tests {
                 Outcome::Duplicate
             ]
         );
+    }
+
+    #[test]
+    fn an_older_arrival_does_not_lower_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.apply(&group(vec![ev("b", 5000, EventKind::Fall)]))
+            .unwrap();
+        let r = j
+            .apply(&group(vec![ev("b", 4000, EventKind::Motion)]))
+            .unwrap();
+        assert!(matches!(r.outcomes[0], Outcome::Committed { .. }));
+        let r = j
+            .apply(&group(vec![ev("b", 3000, EventKind::Motion)]))
+            .unwrap();
+        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: 5000 }]);
     }
 
     #[test]

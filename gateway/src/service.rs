@@ -378,6 +378,7 @@ fn journal_loop(
         }
         let mut work = Vec::with_capacity(plans.len());
         let mut new_records = false;
+        let mut committed = [0u64; 3];
         for (publish, plan) in plans {
             let receipt = match plan {
                 Plan::Nothing => None,
@@ -385,10 +386,7 @@ fn journal_loop(
                 Plan::Event { index, device, seq } => match &result.outcomes[index] {
                     Outcome::Committed { lane, .. } => {
                         new_records = true;
-                        metrics.inc(
-                            "journal_events_committed_total",
-                            &format!("lane=\"{lane}\""),
-                        );
+                        committed[lane.index()] += 1;
                         Some(receipt_for(&device, seq, ReceiptStatus::Committed, None))
                     }
                     Outcome::Duplicate => {
@@ -414,6 +412,15 @@ fn journal_loop(
             };
             work.push(AckWork { publish, receipt });
         }
+        for lane in Lane::ALL {
+            if committed[lane.index()] > 0 {
+                metrics.add(
+                    "journal_events_committed_total",
+                    LANE_LABELS[lane.index()],
+                    committed[lane.index()],
+                );
+            }
+        }
         if !work.is_empty() && ack_tx.send(work).is_err() {
             break;
         }
@@ -425,7 +432,7 @@ fn journal_loop(
             for lane in Lane::ALL {
                 metrics.set(
                     "journal_pending_records",
-                    &format!("lane=\"{lane}\""),
+                    LANE_LABELS[lane.index()],
                     counts[lane.index()] as f64,
                 );
             }
@@ -433,6 +440,8 @@ fn journal_loop(
     }
     tracing::info!("journal closed");
 }
+
+const LANE_LABELS: [&str; 3] = [r#"lane="alarm""#, r#"lane="care""#, r#"lane="telemetry""#];
 
 enum Plan {
     Event {
