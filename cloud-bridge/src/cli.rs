@@ -90,8 +90,11 @@ pub async fn main() -> anyhow::Result<()> {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                        tracing_subscriber::EnvFilter::new(
+                            trygg_uplink::broker::default_log_filter("info,rumqttc=warn"),
+                        )
+                    }),
                 )
                 .init();
             let config = load(cli.config.as_ref())?;

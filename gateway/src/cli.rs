@@ -66,7 +66,7 @@ pub fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,rumqttd=warn,rumqttc=warn,rumqttd::server::broker=off".into()
+                trygg_uplink::broker::default_log_filter("info,rumqttc=warn").into()
             }),
         )
         .with_writer(std::io::stderr)

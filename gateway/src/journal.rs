@@ -32,8 +32,8 @@
 //! A torn write is redb's to repair: it keeps the last committed
 //! transaction and discards a partial one on open.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -66,6 +66,9 @@ pub enum JournalError {
     /// after the cause is fixed; nothing in the group was acknowledged.
     #[error("journal storage error: {0}")]
     Storage(#[from] redb::Error),
+    /// The journal is being reopened after a storage error; try again.
+    #[error("journal is being reopened after a storage error")]
+    Reopening,
     #[error("journal record is not valid JSON: {0}")]
     Record(#[from] serde_json::Error),
 }
@@ -133,8 +136,20 @@ pub struct GroupResult {
     pub deleted: u64,
 }
 
+/// The open database, shared with readers. Empty while the journal is
+/// being reopened after a storage error.
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
+fn db_of(slot: &Slot) -> Result<Arc<Database>, JournalError> {
+    slot.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or(JournalError::Reopening)
+}
+
 pub struct Journal {
-    db: Arc<Database>,
+    slot: Slot,
+    path: PathBuf,
     next: [u64; 3],
     commits: u64,
 }
@@ -149,6 +164,30 @@ fn now_ms() -> u64 {
 impl Journal {
     /// Opens (or creates) the journal, repairing it if the last run was cut.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let (db, next) = Self::open_db(path)?;
+        Ok(Journal {
+            slot: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            path: path.to_path_buf(),
+            next,
+            commits: 0,
+        })
+    }
+
+    /// Closes and opens the file again. After an I/O error (a full disk)
+    /// redb refuses every write until the database is reopened; this is how
+    /// the gateway recovers once space is freed, without a restart. Readers
+    /// see [`JournalError::Reopening`] meanwhile. Fails while a reader still
+    /// holds the old handle; the caller tries again.
+    pub fn reopen(&mut self) -> Result<(), JournalError> {
+        let old = self.slot.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+        let (db, next) = Self::open_db(&self.path)?;
+        self.next = next;
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+        Ok(())
+    }
+
+    fn open_db(path: &Path) -> Result<(Database, [u64; 3]), JournalError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| st(redb::StorageError::Io(e)))?;
         }
@@ -176,11 +215,7 @@ impl Journal {
             }
         }
         txn.commit().map_err(st)?;
-        Ok(Journal {
-            db: Arc::new(db),
-            next,
-            commits: 0,
-        })
+        Ok((db, next))
     }
 
     /// Durable commits made since this journal was opened.
@@ -191,7 +226,7 @@ impl Journal {
     /// A handle for reading pending records from another thread.
     pub fn reader(&self) -> JournalReader {
         JournalReader {
-            db: self.db.clone(),
+            slot: self.slot.clone(),
         }
     }
 
@@ -200,7 +235,8 @@ impl Journal {
         if group.is_empty() {
             return Ok(GroupResult::default());
         }
-        let mut txn = self.db.begin_write().map_err(st)?;
+        let db = db_of(&self.slot)?;
+        let mut txn = db.begin_write().map_err(st)?;
         txn.set_durability(Durability::Immediate).map_err(st)?;
         let mut next = self.next;
         let mut result = GroupResult::default();
@@ -332,7 +368,7 @@ impl Journal {
 /// Reads the journal while the writer goes on.
 #[derive(Clone)]
 pub struct JournalReader {
-    db: Arc<Database>,
+    slot: Slot,
 }
 
 /// A pending record as stored: its lane, seq and JSON.
@@ -351,7 +387,7 @@ impl JournalReader {
         after: u64,
         max: usize,
     ) -> Result<Vec<Pending>, JournalError> {
-        let txn = self.db.begin_read().map_err(st)?;
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
         let table = txn.open_table(LANE_TABLES[lane.index()]).map_err(st)?;
         let mut out = Vec::new();
         for item in table
@@ -371,7 +407,7 @@ impl JournalReader {
 
     /// Records waiting per lane.
     pub fn pending_counts(&self) -> Result<[u64; 3], JournalError> {
-        let txn = self.db.begin_read().map_err(st)?;
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
         let mut out = [0u64; 3];
         for lane in Lane::ALL {
             out[lane.index()] = txn
@@ -396,7 +432,7 @@ impl JournalReader {
 
     /// The newest dead letters, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, JournalError> {
-        let txn = self.db.begin_read().map_err(st)?;
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
         let table = txn.open_table(DEAD_LETTERS).map_err(st)?;
         let mut out = Vec::new();
         for item in table.iter().map_err(st)?.rev().take(limit) {
@@ -609,6 +645,36 @@ mod tests {
         j.apply(&group(vec![ev("b", 1, EventKind::Motion)]))
             .unwrap();
         assert_eq!(j.commits(), 1);
+    }
+
+    #[test]
+    fn reopen_keeps_records_and_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.apply(&group(vec![ev("b", 1, EventKind::Fall)])).unwrap();
+        let reader = j.reader();
+        j.reopen().unwrap();
+        assert_eq!(
+            reader.pending_counts().unwrap(),
+            [1, 0, 0],
+            "an old reader follows the reopened file"
+        );
+        let r = j
+            .apply(&group(vec![
+                ev("b", 2, EventKind::Fall),
+                ev("b", 1, EventKind::Fall),
+            ]))
+            .unwrap();
+        assert_eq!(
+            r.outcomes,
+            vec![
+                Outcome::Committed {
+                    lane: Lane::Alarm,
+                    seq: 2
+                },
+                Outcome::Duplicate
+            ]
+        );
     }
 
     #[test]

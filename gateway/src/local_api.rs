@@ -1,7 +1,7 @@
 //! The gateway's local HTTP API, for technicians and monitoring, on
 //! loopback only until the technician login exists (a later issue).
 //!
-//! - `GET /healthz`                 `ok`
+//! - `GET /healthz`                 `ok`, or 503 and why the journal cannot commit
 //! - `GET /metrics`                 Prometheus text
 //! - `GET /api/v1/status`           uplink state, journal backlog, heartbeats
 //! - `GET /api/v1/dead-letters`     rejected payloads, newest first
@@ -25,7 +25,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/dead-letters", get(dead_letters))
@@ -33,6 +33,17 @@ pub(crate) async fn serve(
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;
+}
+
+/// `ok`, or 503 with the reason while the journal cannot commit.
+async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    match s.journal_error.lock().ok().and_then(|e| e.clone()) {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("journal cannot commit: {e}\n"),
+        ),
+    }
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -46,7 +57,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let pending = s.reader.pending_counts().unwrap_or([0; 3]);
+    let pending = s
+        .reader
+        .pending_counts()
+        .map(|p| json!({"alarm": p[0], "care": p[1], "telemetry": p[2]}))
+        .unwrap_or(serde_json::Value::Null);
     let heartbeats: serde_json::Map<String, serde_json::Value> = s
         .last_heartbeat
         .lock()
@@ -63,7 +78,8 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         .unwrap_or_default();
     Json(json!({
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
-        "journal_pending": {"alarm": pending[0], "care": pending[1], "telemetry": pending[2]},
+        "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
+        "journal_pending": pending,
         "heartbeats": heartbeats,
     }))
 }

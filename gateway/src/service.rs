@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     pub reader: JournalReader,
     pub last_heartbeat: Mutex<HashMap<String, (u64, Heartbeat)>>,
     pub uplink_connected: std::sync::atomic::AtomicBool,
+    /// Why the journal cannot commit, while it cannot.
+    pub journal_error: Mutex<Option<String>>,
 }
 
 /// What goes to the journal thread.
@@ -94,6 +96,7 @@ pub async fn run(
         reader: journal.reader(),
         last_heartbeat: Mutex::new(HashMap::new()),
         uplink_connected: false.into(),
+        journal_error: Mutex::new(None),
     });
     let pending = shared.reader.pending_counts()?;
     tracing::info!(path = %config.journal_path().display(), alarm = pending[0], care = pending[1], telemetry = pending[2], "journal open");
@@ -150,10 +153,19 @@ pub async fn run(
     let journal_thread = {
         let config = config.clone();
         let shared = shared.clone();
+        let cancel = cancel.clone();
         std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
-                journal_loop(journal, journal_rx, ack_tx, committed_tx, &config, &shared)
+                journal_loop(
+                    journal,
+                    journal_rx,
+                    ack_tx,
+                    committed_tx,
+                    &config,
+                    &shared,
+                    &cancel,
+                )
             })
             .expect("spawning the journal thread")
     };
@@ -290,6 +302,7 @@ fn journal_loop(
     committed_tx: watch::Sender<u64>,
     config: &Config,
     shared: &Shared,
+    cancel: &CancellationToken,
 ) {
     let metrics = &shared.metrics;
     let mut generation = 0u64;
@@ -355,13 +368,25 @@ fn journal_loop(
         let started = Instant::now();
         let result = loop {
             match journal.apply(&group) {
-                Ok(r) => break r,
+                Ok(r) => {
+                    set_journal_error(shared, None);
+                    break r;
+                }
                 Err(e) => {
                     // Nothing of this group is acknowledged; devices and the
-                    // broker keep their copies. Try again.
-                    tracing::error!(error = %e, events = group.events.len(), "journal commit failed; retrying in 1 s");
+                    // broker keep their copies. Reopen (redb refuses every
+                    // write after an I/O error until then) and try again.
+                    tracing::error!(error = %e, events = group.events.len(), "journal commit failed; nothing of it was acknowledged; retrying in 1 s (is the disk full?)");
                     metrics.inc("journal_commit_failures_total", "");
+                    set_journal_error(shared, Some(e.to_string()));
+                    if cancel.is_cancelled() {
+                        tracing::warn!("stopping with an uncommitted group: devices and the broker keep it for next time");
+                        return;
+                    }
                     std::thread::sleep(Duration::from_secs(1));
+                    if let Err(e) = journal.reopen() {
+                        tracing::warn!(error = %e, "journal reopen failed; will try again");
+                    }
                 }
             }
         };
@@ -442,6 +467,12 @@ fn journal_loop(
 }
 
 const LANE_LABELS: [&str; 3] = [r#"lane="alarm""#, r#"lane="care""#, r#"lane="telemetry""#];
+
+fn set_journal_error(shared: &Shared, error: Option<String>) {
+    if let Ok(mut e) = shared.journal_error.lock() {
+        *e = error;
+    }
+}
 
 enum Plan {
     Event {

@@ -16,7 +16,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rumqttd::server::broker=off".into()),
+                .unwrap_or_else(|_| trygg_uplink::broker::default_log_filter("warn").into()),
         )
         .with_test_writer()
         .try_init();
@@ -250,7 +250,7 @@ impl ChildService {
     pub async fn start(exe: &Path, args: &[&str], ready_prefix: &str) -> ChildService {
         let mut child = Command::new(exe)
             .args(args)
-            .env("RUST_LOG", "warn,rumqttd::server::broker=off")
+            .env("RUST_LOG", trygg_uplink::broker::default_log_filter("warn"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -15,6 +15,17 @@ use std::time::{Duration, Instant};
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
+/// Log directives that quiet rumqttd's noise: it logs a client's normal
+/// disconnect, and every readiness probe, at ERROR. Append to a default
+/// filter; `RUST_LOG=rumqttd=debug` shows everything again.
+pub const QUIET_BROKER_LOGS: &str =
+    "rumqttd=warn,rumqttd::server::broker=off,rumqttd::router::routing=off";
+
+/// A default tracing filter: `base` plus [`QUIET_BROKER_LOGS`].
+pub fn default_log_filter(base: &str) -> String {
+    format!("{base},{QUIET_BROKER_LOGS}")
+}
+
 /// MQTT protocol version a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MqttVersion {
