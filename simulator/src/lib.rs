@@ -1,6 +1,7 @@
 //! Trygg's simulator: simulated devices running the firmware logic, a
 //! simulated home, the demo, and the benchmark.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod device;

@@ -54,6 +54,80 @@ enum Command {
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
     },
+    /// Measure the gateway against Mosquitto, on loopback, in one run.
+    ///
+    /// Prints figures, not pass/fail: each is next to a peer measured in the
+    /// same run, so read the ratios rather than the absolute numbers.
+    ///
+    /// 1. Durable ingest: --publishers device connections (MQTT 3.1.1, QoS 1)
+    ///    send --events motion events (or what fits in --max-seconds) through
+    ///    a gateway, each keeping up to --window events without a receipt.
+    ///    An event counts once its device holds the gateway's `committed`
+    ///    receipt, sent only after the journal commit holding it was fsynced.
+    ///    Rate = events / (first publish .. last receipt). Run with the
+    ///    embedded broker and with Mosquitto as the gateway's local broker;
+    ///    the backend runs in-process and takes all.
+    /// 2. Peer: the same publishers against a plain, in-memory Mosquitto
+    ///    (PUBACK-paced, same window) with one QoS 1 subscriber; a message
+    ///    counts once the subscriber has it. Mosquitto acks from RAM.
+    ///    Goal: durable ingest >= 1.5x this.
+    /// 3. Alarm latency: while --background-rate telemetry events/s flow
+    ///    through the gateway, a safety button sends --alarms presses 20-50 ms
+    ///    apart; each is timed from publish to its `new` alarm on the backend
+    ///    API's event stream (and to its receipt at the device).
+    /// 4. Peer: Mosquitto A bridged (`topic # out 1`) to Mosquitto B, the same
+    ///    load and presses published to A and timed to a subscriber on B.
+    ///    Goal: trygg's alarm p99 within 3x of the bridge's p99.
+    ///
+    /// For reference, the embedded broker (rumqttd) alone is measured like
+    /// Mosquitto in 2: a ceiling for the gateway on that broker.
+    ///
+    /// Reading the table: `ratio` is events/s over Mosquitto's (above 1 is
+    /// faster); `ev/commit` is the journal's mean group size, i.e. events per
+    /// fsync; `missing` counts presses never seen; `bg ev/s` is the background
+    /// rate actually achieved. Any shortfall is printed under "Problems".
+    ///
+    /// Needs Mosquitto for the peers (`apt-get install mosquitto`); without
+    /// it the trygg figures are still measured. Progress goes to stderr, the
+    /// table (or --json) to stdout. Defaults take 1-2 minutes; --quick
+    /// is a smoke check of every phase in well under 30 s. Run it in release
+    /// mode: cargo run --release -p trygg-sim -- bench
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// Small numbers, every phase: a smoke check (< 30 s).
+        #[arg(long)]
+        quick: bool,
+        /// Print the figures as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Events per ingest run, over all publishers
+        /// [default: 200000, --quick 20000]...
+        #[arg(long)]
+        events: Option<u64>,
+        /// ...or as many as fit in this many seconds, whichever is less
+        /// [default: 30, --quick 5].
+        #[arg(long)]
+        max_seconds: Option<u64>,
+        /// Device connections publishing in the ingest runs.
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        /// Unconfirmed events each publisher may have at once.
+        #[arg(long, default_value_t = 500)]
+        window: usize,
+        /// Button presses in the latency runs [default: 300, --quick 40].
+        #[arg(long)]
+        alarms: Option<usize>,
+        /// Background telemetry events/s during the latency runs.
+        #[arg(long, default_value_t = 1000)]
+        background_rate: u32,
+        /// Put the journals in a temporary directory here (default: the
+        /// system's temporary directory). Use the disk you mean to measure.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The Mosquitto executable (default: found in the usual places).
+        #[arg(long)]
+        mosquitto: Option<PathBuf>,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -72,7 +146,12 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,trygg_gateway=info,trygg_bridge=info,trygg_sim=info,rumqttd::server::broker=off".into()),
+                .unwrap_or_else(|_| match cli.command {
+                    // The bench's own progress is enough; the services' info
+                    // lines (one per alarm) would bury it.
+                    Command::Bench { .. } => "warn,rumqttd::server::broker=off".into(),
+                    _ => "warn,trygg_gateway=info,trygg_bridge=info,trygg_sim=info,rumqttd::server::broker=off".into(),
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -103,6 +182,42 @@ fn main() -> anyhow::Result<()> {
             kind,
             broker,
         } => tokio::runtime::Runtime::new()?.block_on(press(&device, kind.as_deref(), &broker)),
+        Command::Bench {
+            quick,
+            json,
+            events,
+            max_seconds,
+            publishers,
+            window,
+            alarms,
+            background_rate,
+            data_dir,
+            mosquitto,
+        } => {
+            let base = if quick {
+                trygg_sim::bench::BenchOptions::quick()
+            } else {
+                trygg_sim::bench::BenchOptions::full()
+            };
+            let opts = trygg_sim::bench::BenchOptions {
+                events: events.unwrap_or(base.events),
+                max_seconds: max_seconds.unwrap_or(base.max_seconds),
+                publishers,
+                window,
+                alarms: alarms.unwrap_or(base.alarms),
+                background_rate,
+                data_dir,
+                mosquitto,
+            };
+            let report =
+                tokio::runtime::Runtime::new()?.block_on(trygg_sim::bench::run_bench(opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
     }
 }
 
