@@ -14,6 +14,11 @@
 //! A payload the bridge cannot ingest is committed as a dead letter and
 //! then acked: redelivering it would never make it better.
 //!
+//! Acks leave in the order the publishes arrived (MQTT requires it, and
+//! rumqttd drops a connection that acks out of order): one task awaits each
+//! commit in arrival order. The store commits in that order anyway, so
+//! waiting in line costs nothing.
+//!
 //! The session is persistent (`clean_start = false`, client id
 //! `trygg-bridge`), so batches published while the bridge was away wait in
 //! the broker. Subscriptions are made again on every ConnAck all the same,
@@ -83,8 +88,14 @@ pub async fn run(
         let tls = trygg_uplink::tls::client_config(ca)?;
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    opts.set_network_options(network);
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let tracker = TaskTracker::new();
+    let (ordered_tx, ordered_rx) = tokio::sync::mpsc::unbounded_channel::<Taken>();
+    tracker.spawn(answer_in_order(ordered_rx, client.clone(), metrics.clone()));
+
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut subscribed = Some(subscribed);
     let url = settings.url.to_string();
@@ -113,7 +124,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                take(publish, &client, &writer, &metrics, &tracker).await?;
+                take(publish, &ordered_tx, &writer, &metrics).await?;
             }
             Ok(_) => {}
             Err(e) => {
@@ -131,6 +142,7 @@ pub async fn run(
     // Stop taking input, but keep the connection turning until what was
     // taken is committed, receipted and acked. Publishes arriving now are
     // left unacked; the broker keeps them for the next start.
+    drop(ordered_tx);
     tracker.close();
     let deadline = tokio::time::sleep(DRAIN_DEADLINE);
     tokio::pin!(deadline);
@@ -158,15 +170,76 @@ pub async fn run(
     Ok(())
 }
 
-/// Takes one publish: queues its commit now (keeping arrival order), and
-/// receipts and acks it in a task once the commit is done, so the next
-/// publish can join the same group commit.
+/// A publish taken, waiting for its turn to be answered.
+struct Taken {
+    publish: Publish,
+    topic: String,
+    /// The store's answer; `None` for a publish that needs only its ack.
+    answer: Option<oneshot::Receiver<Result<Done, crate::store::StoreError>>>,
+}
+
+/// Answers taken publishes strictly in arrival order: receipt, then ack.
+async fn answer_in_order(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Taken>,
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(Taken {
+        publish,
+        topic,
+        answer,
+    }) = rx.recv().await
+    {
+        let Some(answer) = answer else {
+            let _ = client.ack(&publish).await;
+            continue;
+        };
+        match answer.await {
+            Ok(Ok(Done::Ingested { ingested, .. })) => {
+                let receipt = serde_json::to_vec(&ingested.receipt).expect("receipts serialize");
+                let gw = ingested.gateway.as_str();
+                if let Err(e) = client
+                    .publish(
+                        contract::receipt_topic(gw),
+                        QoS::AtLeastOnce,
+                        false,
+                        receipt,
+                    )
+                    .await
+                {
+                    tracing::warn!(gateway = gw, error = %e, "receipt could not be queued; the gateway will send again");
+                }
+                metrics.inc("batches_committed_total", "");
+                tracing::debug!(
+                    gateway = gw,
+                    batch = ingested.receipt.batch,
+                    stored = ingested.events.len(),
+                    "batch committed and receipted"
+                );
+                let _ = client.ack(&publish).await;
+            }
+            Ok(Ok(_)) => {
+                let _ = client.ack(&publish).await;
+            }
+            // Not acked: the broker redelivers it on the next session, and the
+            // gateway sends it again for want of a receipt. (Later acks still
+            // go out: MQTT 5 lets a receiver leave a publish unacknowledged.)
+            Ok(Err(e)) => {
+                tracing::error!(topic = %topic, error = %e, "batch not committed; left unacked")
+            }
+            Err(_) => tracing::error!(topic = %topic, "store writer stopped; batch left unacked"),
+        }
+    }
+}
+
+/// Takes one publish: queues its commit now (keeping arrival order) and
+/// hands it to [`answer_in_order`], so the next publish can join the same
+/// group commit.
 async fn take(
     publish: Publish,
-    client: &AsyncClient,
+    ordered: &tokio::sync::mpsc::UnboundedSender<Taken>,
     writer: &StoreWriter,
     metrics: &Arc<Metrics>,
-    tracker: &TaskTracker,
 ) -> Result<(), UplinkError> {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
     if let Some(gw) = contract::gateway_of_topic(&topic, "status") {
@@ -178,7 +251,11 @@ async fn take(
             if online { 1.0 } else { 0.0 },
         );
         tracing::info!(gateway = gw, status = %status.trim(), "gateway status");
-        let _ = client.ack(&publish).await;
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
         return Ok(());
     }
     let checked = match contract::gateway_of_topic(&topic, "batch") {
@@ -208,28 +285,10 @@ async fn take(
         .enqueue(op)
         .await
         .map_err(|_| UplinkError::StoreStopped)?;
-    let client = client.clone();
-    let metrics = metrics.clone();
-    tracker.spawn(async move {
-        match answer.await {
-            Ok(Ok(Done::Ingested { ingested, .. })) => {
-                let receipt = serde_json::to_vec(&ingested.receipt).expect("receipts serialize");
-                let gw = ingested.gateway.as_str();
-                if let Err(e) = client.publish(contract::receipt_topic(gw), QoS::AtLeastOnce, false, receipt).await {
-                    tracing::warn!(gateway = gw, error = %e, "receipt could not be queued; the gateway will send again");
-                }
-                metrics.inc("batches_committed_total", "");
-                tracing::debug!(gateway = gw, batch = ingested.receipt.batch, stored = ingested.events.len(), "batch committed and receipted");
-                let _ = client.ack(&publish).await;
-            }
-            Ok(Ok(_)) => {
-                let _ = client.ack(&publish).await;
-            }
-            // Not acked: the broker redelivers it on the next session, and the
-            // gateway sends it again for want of a receipt.
-            Ok(Err(e)) => tracing::error!(topic = %topic, error = %e, "batch not committed; left unacked"),
-            Err(_) => tracing::error!(topic = %topic, "store writer stopped; batch left unacked"),
-        }
+    let _ = ordered.send(Taken {
+        publish,
+        topic,
+        answer: Some(answer),
     });
     Ok(())
 }

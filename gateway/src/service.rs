@@ -144,6 +144,9 @@ pub async fn run(
         .set_max_packet_size(1024 * 1024, 64 * 1024)
         .set_inflight(1000);
     let (local, mut local_loop) = AsyncClient::new(opts, 10_000);
+    // Receipts and acks are small writes: without TCP_NODELAY, Nagle holds
+    // each second one back for the peer's delayed ACK (40 ms on Linux).
+    local_loop.network_options.set_tcp_nodelay(true);
 
     let (journal_tx, journal_rx) = mpsc::channel::<JournalCmd>(8192);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<AckWork>>();
@@ -559,6 +562,9 @@ async fn uplink_loop(
         .set_transport(rumqttc::Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(tls),
         ));
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    opts.set_network_options(network);
     let (client, mut eventloop) = Client5::new(opts, 1000);
 
     let (ev_tx, mut ev_rx) = mpsc::channel::<UplinkEvent>(1000);

@@ -1216,6 +1216,8 @@ impl Publisher {
             .set_clean_session(true)
             .set_inflight(u16::try_from(window + 16).unwrap_or(u16::MAX));
         let (client, mut eventloop) = AsyncClient::new(opts, window + 16);
+        // As a device sends: at once (the same for every peer measured).
+        eventloop.network_options.set_tcp_nodelay(true);
         let sem = Arc::new(Semaphore::new(window));
         let ack_topic = topic::device_topic(device, "ack").to_string();
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
@@ -1365,6 +1367,7 @@ impl Subscriber {
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        eventloop.network_options.set_tcp_nodelay(true);
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
         let filter = filter.to_string();
         let net = {

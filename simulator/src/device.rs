@@ -156,6 +156,7 @@ pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration
         .set_clean_session(true)
         .set_inflight(200);
     let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+    eventloop.network_options.set_tcp_nodelay(true);
     let id = id.to_string();
     let (net_tx, mut net_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
     // The network half: polls the connection, forwards receipts; `None`
