@@ -2,6 +2,7 @@
 //! simulated home, the demo, and the benchmark.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod device;

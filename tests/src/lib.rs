@@ -289,16 +289,25 @@ impl ChildService {
     }
 
     /// SIGTERM and wait for a clean exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with("-TERM").await
+    }
+
+    /// SIGINT (Ctrl-C) and wait for a clean exit.
+    pub async fn interrupt(self) -> std::process::ExitStatus {
+        self.stop_with("-INT").await
+    }
+
+    async fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .arg("-TERM")
+                .arg(signal)
                 .arg(pid.to_string())
                 .status();
         }
         tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
-            .expect("exits within 20 s of SIGTERM")
+            .unwrap_or_else(|_| panic!("exits within 20 s of kill {signal}"))
             .expect("exit status")
     }
 }

@@ -1,0 +1,293 @@
+//! The `trygg-sim` command line; `main.rs` only calls [`main`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{SimConfig, DEFAULT_TOML};
+use crate::home::{press_topic, result_topic, PressResult};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use trygg_uplink::mqtt_url::MqttUrl;
+
+/// Trygg's simulator: a whole alarm chain on one laptop, no hardware.
+///
+/// Run everything:   trygg-sim demo
+/// Press a button:   trygg-sim press --device button-1      (while the demo runs)
+/// Measure:          trygg-sim bench
+#[derive(Parser)]
+#[command(name = "trygg-sim", version, verbatim_doc_comment)]
+struct Cli {
+    /// Configuration file (TOML); `trygg-sim config generate` prints the
+    /// defaults.
+    #[arg(long, short, env = "TRYGG_SIM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the backend, a gateway and a simulated home; Ctrl-C stops all.
+    ///
+    /// Prints `trygg demo ready: device-broker=... api=...` when up, then
+    /// how to look at alarms and press a button from another terminal.
+    Demo {
+        /// Keep data in this directory instead of a temporary one.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Press a simulated device in a running demo and wait for the
+    /// gateway's receipt.
+    ///
+    /// The press goes through the device's own outbox: it is re-sent until
+    /// the gateway confirms it is on disk.
+    Press {
+        /// The device, e.g. button-1, fall-1, smoke-1, door-1.
+        #[arg(long)]
+        device: String,
+        /// The event kind to raise (default: the device's usual alarm), e.g.
+        /// button_press, fall, smoke_fire, test_alarm.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The demo's device broker (printed in its ready line).
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+    },
+    /// Measure the gateway against Mosquitto, on loopback, in one run.
+    ///
+    /// Prints figures, not pass/fail: each is next to a peer measured in the
+    /// same run, so read the ratios rather than the absolute numbers.
+    ///
+    /// 1. Durable ingest: --publishers device connections (MQTT 3.1.1, QoS 1)
+    ///    send --events motion events (or what fits in --max-seconds) through
+    ///    a gateway, each keeping up to --window events without a receipt.
+    ///    An event counts once its device holds the gateway's `committed`
+    ///    receipt, sent only after the journal commit holding it was fsynced.
+    ///    Rate = events / (first publish .. last receipt). Run with the
+    ///    embedded broker and with Mosquitto as the gateway's local broker;
+    ///    the backend runs in-process and takes all.
+    /// 2. Peer: the same publishers against a plain, in-memory Mosquitto
+    ///    (PUBACK-paced, same window) with one QoS 1 subscriber; a message
+    ///    counts once the subscriber has it. Mosquitto acks from RAM.
+    ///    Goal: durable ingest >= 1.5x this.
+    /// 3. Alarm latency: while --background-rate telemetry events/s flow
+    ///    through the gateway, a safety button sends --alarms presses 20-50 ms
+    ///    apart; each is timed from publish to its `new` alarm on the backend
+    ///    API's event stream (and to its receipt at the device).
+    /// 4. Peer: Mosquitto A bridged (`topic # out 1`) to Mosquitto B, the same
+    ///    load and presses published to A and timed to a subscriber on B.
+    ///    Goal: trygg's alarm p99 within 3x of the bridge's p99.
+    ///
+    /// For reference, the embedded broker (rumqttd) alone is measured like
+    /// Mosquitto in 2: a ceiling for the gateway on that broker.
+    ///
+    /// Reading the table: `ratio` is events/s over Mosquitto's (above 1 is
+    /// faster); `ev/commit` is the journal's mean group size, i.e. events per
+    /// fsync; `missing` counts presses never seen; `bg ev/s` is the background
+    /// rate actually achieved. Any shortfall is printed under "Problems".
+    ///
+    /// Needs Mosquitto for the peers (`apt-get install mosquitto`); without
+    /// it the trygg figures are still measured. Progress goes to stderr, the
+    /// table (or --json) to stdout. Defaults take 1-2 minutes; --quick
+    /// is a smoke check of every phase in well under 30 s. Run it in release
+    /// mode: cargo run --release -p trygg-sim -- bench
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// Small numbers, every phase: a smoke check (< 30 s).
+        #[arg(long)]
+        quick: bool,
+        /// Print the figures as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Events per ingest run, over all publishers
+        /// [default: 200000, --quick 20000]...
+        #[arg(long)]
+        events: Option<u64>,
+        /// ...or as many as fit in this many seconds, whichever is less
+        /// [default: 30, --quick 5].
+        #[arg(long)]
+        max_seconds: Option<u64>,
+        /// Device connections publishing in the ingest runs.
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        /// Unconfirmed events each publisher may have at once.
+        #[arg(long, default_value_t = 500)]
+        window: usize,
+        /// Button presses in the latency runs [default: 300, --quick 40].
+        #[arg(long)]
+        alarms: Option<usize>,
+        /// Background telemetry events/s during the latency runs.
+        #[arg(long, default_value_t = 1000)]
+        background_rate: u32,
+        /// Put the journals in a temporary directory here (default: the
+        /// system's temporary directory). Use the disk you mean to measure.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The Mosquitto executable (default: found in the usual places).
+        #[arg(long)]
+        mosquitto: Option<PathBuf>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the default configuration, with comments.
+    Generate,
+}
+
+/// Parses the command line and runs what it asks.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                match cli.command {
+                    // The bench's own progress is enough; the services' info
+                    // lines (one per alarm) would bury it.
+                    Command::Bench { .. } => {
+                        trygg_uplink::broker::default_log_filter("warn").into()
+                    }
+                    _ => trygg_uplink::broker::default_log_filter(
+                        "warn,trygg_gateway=info,trygg_bridge=info,trygg_sim=info",
+                    )
+                    .into(),
+                }
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let sim = match &cli.config {
+        Some(p) => SimConfig::load(p)?,
+        None => SimConfig::default_config(),
+    };
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Generate,
+        } => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+        Command::Demo { data_dir } => {
+            let mut sim = sim;
+            if let Some(d) = data_dir {
+                sim.demo.data_dir = d;
+            }
+            tokio::runtime::Runtime::new()?.block_on(crate::demo::run_demo(
+                sim,
+                None,
+                shutdown_signal(),
+            ))
+        }
+        Command::Press {
+            device,
+            kind,
+            broker,
+        } => tokio::runtime::Runtime::new()?.block_on(press(&device, kind.as_deref(), &broker)),
+        Command::Bench {
+            quick,
+            json,
+            events,
+            max_seconds,
+            publishers,
+            window,
+            alarms,
+            background_rate,
+            data_dir,
+            mosquitto,
+        } => {
+            let base = if quick {
+                crate::bench::BenchOptions::quick()
+            } else {
+                crate::bench::BenchOptions::full()
+            };
+            let opts = crate::bench::BenchOptions {
+                events: events.unwrap_or(base.events),
+                max_seconds: max_seconds.unwrap_or(base.max_seconds),
+                publishers,
+                window,
+                alarms: alarms.unwrap_or(base.alarms),
+                background_rate,
+                data_dir,
+                mosquitto,
+            };
+            let report = tokio::runtime::Runtime::new()?.block_on(crate::bench::run_bench(opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn press(device: &str, kind: Option<&str>, broker: &str) -> anyhow::Result<()> {
+    let url = MqttUrl::parse(broker)?;
+    let mut opts = MqttOptions::new(
+        format!("trygg-sim-press-{}", rand::random::<u32>()),
+        url.host.clone(),
+        url.port,
+    );
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    client.subscribe(result_topic(device), QoS::AtLeastOnce).await?;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    client.publish(press_topic(device), QoS::AtLeastOnce, false, kind.unwrap_or("").as_bytes().to_vec()).await?;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    return Ok::<PressResult, anyhow::Error>(serde_json::from_slice(&p.payload)?);
+                }
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("cannot reach the demo's device broker at {url}: {e}. Is `trygg-sim demo` running? Its ready line names the broker."),
+            }
+        }
+    };
+    let result = tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .context(
+        "no answer within 15 s: is `trygg-sim demo` running, and is --broker its device-broker?",
+    )??;
+    if let Some(e) = result.error {
+        anyhow::bail!("{e}");
+    }
+    match (result.status.as_str(), result.seq, result.receipt_ms) {
+        ("committed", Some(seq), Some(ms)) => {
+            println!(
+                "{device}: {} sent as seq {seq}; the gateway committed it to disk in {ms:.1} ms.",
+                result.kind
+            );
+            println!("It is on its way to the backend: look for it in the demo's output or at /api/v1/alarms?state=open.");
+            Ok(())
+        }
+        (status, seq, _) => anyhow::bail!(
+            "{device}: {} (seq {seq:?}) got `{status}` from the gateway",
+            result.kind
+        ),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
