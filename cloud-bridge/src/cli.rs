@@ -104,27 +104,7 @@ pub async fn main() -> anyhow::Result<()> {
                     println!("{ready}");
                 }
             });
-            let shutdown = async {
-                // Ctrl-C at a terminal, SIGTERM from systemd or a container runtime.
-                #[cfg(unix)]
-                {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    match signal(SignalKind::terminate()) {
-                        Ok(mut term) => tokio::select! {
-                            _ = tokio::signal::ctrl_c() => {}
-                            _ = term.recv() => {}
-                        },
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                }
-                #[cfg(not(unix))]
-                {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            };
-            crate::run(config, Some(ready_tx), shutdown).await?;
+            crate::run(config, Some(ready_tx), trygg_uplink::shutdown::signal()).await?;
             Ok(())
         }
     }

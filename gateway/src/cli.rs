@@ -115,26 +115,11 @@ pub fn main() -> anyhow::Result<()> {
                         );
                     }
                 });
-                let shutdown = shutdown_signal();
+                let shutdown = trygg_uplink::shutdown::signal();
                 crate::run(config, Some(tx), shutdown).await?;
                 let _ = printer.await;
                 anyhow::Ok(())
             })
         }
     }
-}
-
-/// Ctrl-C or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

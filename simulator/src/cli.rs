@@ -181,7 +181,7 @@ pub fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(crate::demo::run_demo(
                 sim,
                 None,
-                shutdown_signal(),
+                trygg_uplink::shutdown::signal(),
             ))
         }
         Command::Press {
@@ -275,19 +275,4 @@ async fn press(device: &str, kind: Option<&str>, broker: &str) -> anyhow::Result
             result.kind
         ),
     }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -10,12 +10,14 @@
 //! - [`tls`]: rustls client configuration and a development PKI.
 //! - [`backoff`]: exponential back-off with jitter for reconnects.
 //! - [`metrics`]: named counters rendered in the Prometheus text format.
+//! - [`shutdown`]: the signal every service stops on.
 
 pub mod backoff;
 pub mod broker;
 pub mod contract;
 pub mod metrics;
 pub mod mqtt_url;
+pub mod shutdown;
 pub mod tls;
 
 pub use contract::{Batch, Record, SeqRange, UplinkReceipt};
