@@ -22,6 +22,25 @@ async fn stream(devices: &[(DeviceHandle, EventKind)], for_how_long: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_killed_mid_stream_loses_no_receipted_event_and_duplicates_none() {
+    // A fixed device-broker port, so devices find the restarted gateway.
+    killed_mid_stream(|c| c.local_broker.listen = free_addr()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_killed_mid_stream_with_mosquitto_loses_no_receipted_event_and_duplicates_none() {
+    // Mosquitto outlives the gateway and keeps its persistent session: what
+    // it delivered but the gateway never acked comes again on restart.
+    let mosquitto = Mosquitto::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = mosquitto.url.to_string();
+    killed_mid_stream(move |c| {
+        c.local_broker.mode = trygg_gateway::config::BrokerMode::External;
+        c.local_broker.url = url;
+    })
+    .await;
+    drop(mosquitto);
+}
+
+async fn killed_mid_stream(local_broker: impl FnOnce(&mut trygg_gateway::Config)) {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let backend = start_backend(&dir.path().join("backend")).await;
@@ -31,8 +50,7 @@ async fn gateway_killed_mid_stream_loses_no_receipted_event_and_duplicates_none(
         &backend.ready.broker,
         &backend.ready.ca_file,
     );
-    // A fixed device-broker port, so devices find the restarted gateway.
-    config.local_broker.listen = free_addr();
+    local_broker(&mut config);
     let config_file = write_config(dir.path(), "gateway.toml", &config);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_trygg-gateway-under-test"));
     let args = ["--config", config_file.to_str().unwrap()];
