@@ -38,6 +38,10 @@ pub enum GatewayError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error(
+        "the journal stopped unexpectedly (see the log); nothing uncommitted was acknowledged"
+    )]
+    JournalStopped,
 }
 
 /// Where a started gateway can be reached.
@@ -152,14 +156,19 @@ pub async fn run(
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<AckWork>>();
     let (committed_tx, committed_rx) = watch::channel(0u64);
 
-    // The journal thread: group commit, then release acknowledgements.
+    // The journal thread: group commit, then release acknowledgements. If
+    // it ever ends before shutdown (a panic), the gateway stops with an
+    // error so that its supervisor restarts it.
+    let journal_stopped = CancellationToken::new();
     let journal_thread = {
         let config = config.clone();
         let shared = shared.clone();
         let cancel = cancel.clone();
+        let stopped = journal_stopped.clone();
         std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
+                let _stopped = stopped.drop_guard();
                 journal_loop(
                     journal,
                     journal_rx,
@@ -283,7 +292,15 @@ pub async fn run(
     }
     tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
 
-    shutdown.await;
+    let journal_failed = tokio::select! {
+        _ = shutdown => false,
+        _ = journal_stopped.cancelled() => true,
+    };
+    if journal_failed {
+        tracing::error!(
+            "the journal stopped unexpectedly; stopping the gateway so that it is restarted"
+        );
+    }
     tracing::info!("shutting down: no new input, committing what was taken");
     cancel.cancel();
     // Input stops at once; the journal commits what was taken and closes
@@ -295,6 +312,9 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(6), ingest).await;
     let _ = api.await;
     tracing::info!("gateway stopped");
+    if journal_failed {
+        return Err(GatewayError::JournalStopped);
+    }
     Ok(())
 }
 
@@ -622,6 +642,7 @@ async fn uplink_loop(
     );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let max_records = config.uplink.max_batch_records;
+    let mut journal_open = true;
     loop {
         // Send while there is something to send and room to send it.
         loop {
@@ -693,7 +714,10 @@ async fn uplink_loop(
                 }
                 None => break,
             },
-            _ = committed.changed() => {}
+            changed = committed.changed(), if journal_open => {
+                // The journal is gone only at shutdown; stop listening then.
+                journal_open = changed.is_ok();
+            }
             _ = tick.tick() => {
                 if state.on_tick(Instant::now()) {
                     tracing::warn!("uplink receipt overdue; sending everything not yet receipted again");
