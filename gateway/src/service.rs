@@ -123,8 +123,14 @@ pub async fn run(
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
                 .expect("broker task")?;
+            // Listening on every interface: this process dials loopback.
+            let host = if broker.addr.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.to_string()
+            } else {
+                broker.addr.ip().to_string()
+            };
             MqttUrl {
-                host: broker.addr.ip().to_string(),
+                host,
                 port: broker.addr.port(),
                 tls: false,
             }
