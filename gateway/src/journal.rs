@@ -30,7 +30,12 @@
 //! below", so a record the backend has not confirmed cannot be deleted.
 //!
 //! A torn write is redb's to repair: it keeps the last committed
-//! transaction and discards a partial one on open.
+//! transaction and discards a partial one on open. A file redb cannot open
+//! at all (cut short, grown with junk, its header overwritten) is set aside
+//! under a new name by [`Journal::open_or_set_aside`] and a fresh journal is
+//! started, so the gateway serves at once: a gateway that will not start
+//! loses every alarm to come. What the damaged file held stays on disk for
+//! a person to recover; nothing in it is sent.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -173,6 +178,30 @@ impl Journal {
         })
     }
 
+    /// Opens the journal; if the file is damaged beyond what redb repairs,
+    /// renames it to `<name>.damaged-<unix ms>` and starts a fresh one.
+    /// Returns what was set aside, if anything. Errors that are not about
+    /// the file's contents (permissions, a full disk, another process
+    /// holding it) are returned as they are: a fresh file would not help.
+    pub fn open_or_set_aside(path: &Path) -> Result<(Journal, Option<SetAside>), JournalError> {
+        match Self::open(path) {
+            Ok(j) => Ok((j, None)),
+            Err(JournalError::Storage(e)) if is_damage(&e) => {
+                let aside = path.with_extension(format!("redb.damaged-{}", now_ms()));
+                std::fs::rename(path, &aside).map_err(|e| st(redb::StorageError::Io(e)))?;
+                let journal = Self::open(path)?;
+                Ok((
+                    journal,
+                    Some(SetAside {
+                        path: aside,
+                        reason: e.to_string(),
+                    }),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Closes and opens the file again. After an I/O error (a full disk)
     /// redb refuses every write until the database is reopened; this is how
     /// the gateway recovers once space is freed, without a restart. Readers
@@ -191,13 +220,20 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| st(redb::StorageError::Io(e)))?;
         }
-        let db = Database::builder()
+        let mut db = Database::builder()
             .set_repair_callback(|s| {
                 let p = s.progress();
                 tracing::warn!(progress = p, "repairing journal after an unclean shutdown");
             })
             .create(path)
             .map_err(st)?;
+        // Every page's checksum, once per start: an SD card can rot a page
+        // that redb would otherwise meet (and panic on) at the next write.
+        // The journal is kept small (receipted records leave it), so this
+        // costs milliseconds.
+        if !db.check_integrity().map_err(st)? {
+            tracing::warn!(path = %path.display(), "the journal failed its integrity check and was repaired");
+        }
         let txn = db.begin_write().map_err(st)?;
         let mut next = [1u64; 3];
         {
@@ -362,6 +398,24 @@ impl Journal {
         self.commits += 1;
         self.next = next;
         Ok(result)
+    }
+}
+
+/// A damaged journal file, renamed and replaced by a fresh one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAside {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Whether redb refused a file for its contents, as opposed to the
+/// surroundings (I/O, locks).
+fn is_damage(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_) => true,
+        // "Not a redb database: magic number mismatch" and its kin.
+        redb::Error::Io(io) => io.kind() == std::io::ErrorKind::InvalidData,
+        _ => false,
     }
 }
 

@@ -79,6 +79,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     Json(json!({
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
+        "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),
         "journal_pending": pending,
         "heartbeats": heartbeats,
     }))

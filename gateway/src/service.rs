@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub uplink_connected: std::sync::atomic::AtomicBool,
     /// Why the journal cannot commit, while it cannot.
     pub journal_error: Mutex<Option<String>>,
+    /// A damaged journal file this run found and set aside.
+    pub journal_set_aside: Option<crate::journal::SetAside>,
 }
 
 /// What goes to the journal thread.
@@ -92,16 +94,26 @@ pub async fn run(
     let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
 
     let path = config.journal_path();
-    let journal = tokio::task::spawn_blocking(move || Journal::open(&path))
-        .await
-        .expect("journal open task")?;
+    let (journal, set_aside) =
+        tokio::task::spawn_blocking(move || Journal::open_or_set_aside(&path))
+            .await
+            .expect("journal open task")?;
     let shared = Arc::new(Shared {
         metrics: Metrics::new(),
         reader: journal.reader(),
         last_heartbeat: Mutex::new(HashMap::new()),
         uplink_connected: false.into(),
         journal_error: Mutex::new(None),
+        journal_set_aside: set_aside.clone(),
     });
+    if let Some(aside) = &set_aside {
+        tracing::error!(
+            damaged = %aside.path.display(),
+            reason = %aside.reason,
+            "the journal file was damaged beyond repair: it is kept aside under a new name and a fresh journal is serving; events in it that the backend had not receipted are not sent"
+        );
+        shared.metrics.inc("journal_set_aside_total", "");
+    }
     let pending = shared.reader.pending_counts()?;
     tracing::info!(path = %config.journal_path().display(), alarm = pending[0], care = pending[1], telemetry = pending[2], "journal open");
 

@@ -227,3 +227,43 @@ async fn a_batch_the_backend_cannot_parse_is_kept_aside_and_the_backend_goes_on(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_journal_file_redb_cannot_open_is_set_aside_and_the_gateway_serves_at_once() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = start_backend(&dir.path().join("backend")).await;
+    let gateway_dir = dir.path().join("gateway");
+    std::fs::create_dir_all(&gateway_dir).unwrap();
+    std::fs::write(gateway_dir.join("gateway.redb"), vec![0x5a; 64 * 1024]).unwrap();
+
+    let gateway = start_gateway(gateway_config(
+        &gateway_dir,
+        &backend.ready.broker,
+        &backend.ready.ca_file,
+    ))
+    .await;
+    let status = gateway.local_api.get("/api/v1/status").await;
+    let aside = status["journal_set_aside"]["path"]
+        .as_str()
+        .expect("status names the file set aside");
+    assert!(std::path::Path::new(aside).exists(), "{aside}");
+    assert_eq!(
+        parse_metric(
+            &gateway.local_api.text("/metrics").await,
+            "journal_set_aside_total",
+            ""
+        ),
+        1.0
+    );
+
+    let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
+    dev.publish(BUTTON, r#"{"v":1,"seq":1,"kind":"button_press"}"#)
+        .await;
+    assert_eq!(dev.receipt_on(BUTTON_ACK).await["status"], "committed");
+    eventually(Duration::from_secs(10), "the alarm at the backend", || {
+        let api = backend.api.clone();
+        async move { (api.alarms("open").await.len() == 1).then_some(()) }
+    })
+    .await;
+}
