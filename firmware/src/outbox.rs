@@ -10,7 +10,7 @@
 //!   the interval doubling up to a ceiling.
 
 use heapless::Vec;
-use trygg_protocol::{DeviceEvent, Lane};
+use trygg_protocol::DeviceEvent;
 
 /// Why an event could not be queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +122,6 @@ impl<const N: usize> Outbox<N> {
     pub fn on_receipt(&mut self, seq: u64) -> Option<DeviceEvent> {
         let i = self.pending.iter().position(|p| p.event.seq == seq)?;
         Some(self.pending.remove(i).event)
-    }
-
-    /// The lane of the most important pending event, if any.
-    pub fn top_lane(&self) -> Option<Lane> {
-        self.pending.iter().map(|p| p.event.kind.lane()).min()
     }
 }
 

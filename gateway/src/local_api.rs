@@ -47,6 +47,13 @@ async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    // The backlog is read when asked for, not after every commit.
+    if let Ok(counts) = s.reader.pending_counts() {
+        for (label, count) in crate::service::LANE_LABELS.iter().zip(counts) {
+            s.metrics
+                .set("journal_pending_records", label, count as f64);
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

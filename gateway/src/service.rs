@@ -494,20 +494,12 @@ fn journal_loop(
             generation += 1;
             let _ = committed_tx.send(generation);
         }
-        if let Ok(counts) = shared.reader.pending_counts() {
-            for lane in Lane::ALL {
-                metrics.set(
-                    "journal_pending_records",
-                    LANE_LABELS[lane.index()],
-                    counts[lane.index()] as f64,
-                );
-            }
-        }
     }
     tracing::info!("journal closed");
 }
 
-const LANE_LABELS: [&str; 3] = [r#"lane="alarm""#, r#"lane="care""#, r#"lane="telemetry""#];
+pub(crate) const LANE_LABELS: [&str; 3] =
+    [r#"lane="alarm""#, r#"lane="care""#, r#"lane="telemetry""#];
 
 fn set_journal_error(shared: &Shared, error: Option<String>) {
     if let Ok(mut e) = shared.journal_error.lock() {

@@ -20,19 +20,14 @@ use trygg_uplink::{SeqRange, UplinkReceipt};
 pub const ALARM_EXTRA: usize = 4;
 
 #[derive(Debug)]
-struct InFlight {
-    sent_at: Instant,
-    ranges: Vec<SeqRange>,
-}
-
-#[derive(Debug)]
 pub struct UplinkState {
     window: usize,
     receipt_timeout: Duration,
     connected: bool,
     /// Highest lane seq handed to the wire since the last reset.
     sent_upto: [u64; 3],
-    inflight: BTreeMap<u64, InFlight>,
+    /// Batches awaiting a receipt, with when they were sent.
+    inflight: BTreeMap<u64, Instant>,
     next_batch: u64,
 }
 
@@ -97,13 +92,7 @@ impl UplinkState {
         }
         let id = self.next_batch;
         self.next_batch += 1;
-        self.inflight.insert(
-            id,
-            InFlight {
-                sent_at: now,
-                ranges: trygg_uplink::contract::ranges_of(records.to_vec()),
-            },
-        );
+        self.inflight.insert(id, now);
         id
     }
 
@@ -119,19 +108,11 @@ impl UplinkState {
         let overdue = self
             .inflight
             .values()
-            .any(|f| now.saturating_duration_since(f.sent_at) > self.receipt_timeout);
+            .any(|&sent_at| now.saturating_duration_since(sent_at) > self.receipt_timeout);
         if overdue {
             self.rewind();
         }
         overdue
-    }
-
-    /// Ranges in flight, for diagnostics.
-    pub fn in_flight_ranges(&self) -> Vec<SeqRange> {
-        self.inflight
-            .values()
-            .flat_map(|f| f.ranges.iter().copied())
-            .collect()
     }
 }
 

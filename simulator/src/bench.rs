@@ -1486,16 +1486,15 @@ async fn gateway_metrics(
         .await?
         .text()
         .await?;
-    let mut out = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = key.split('{').next().unwrap_or(key);
-        if let Ok(v) = value.parse::<f64>() {
-            *out.entry(name.to_string()).or_insert(0.0) += v;
-        }
-    }
+    let out = ["journal_commits_total", "journal_events_committed_total"]
+        .into_iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                trygg_uplink::metrics::read(&text, name, ""),
+            )
+        })
+        .collect();
     Ok(out)
 }
 

@@ -136,22 +136,8 @@ impl Api {
     }
 }
 
-/// Reads a metric from Prometheus text: the exact label set, or the sum
-/// over all label sets when `labels` is empty.
-pub fn parse_metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let (n, lab) = match key.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (key, ""),
-            };
-            (n == name && (labels.is_empty() || lab == labels))
-                .then(|| value.parse::<f64>().unwrap_or(0.0))
-        })
-        .sum()
-}
+/// Reads a metric from Prometheus text (see `trygg_uplink::metrics::read`).
+pub use trygg_uplink::metrics::read as parse_metric;
 
 /// A backend started in this process. Its embedded broker lives until the
 /// test process ends (rumqttd cannot be stopped).

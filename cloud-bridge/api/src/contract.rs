@@ -86,12 +86,6 @@ pub struct SeqRange {
     pub last: u64,
 }
 
-impl SeqRange {
-    pub fn contains(&self, lane: Lane, seq: u64) -> bool {
-        self.lane == lane && self.first <= seq && seq <= self.last
-    }
-}
-
 /// Sent by the cloud-bridge after it has committed a batch: every range is
 /// durable at the backend and may leave the gateway's journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,20 +31,6 @@ impl Metrics {
         v.insert((name, labels.to_string()), value);
     }
 
-    pub fn get(&self, name: &'static str, labels: &str) -> f64 {
-        let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        v.get(&(name, labels.to_string())).copied().unwrap_or(0.0)
-    }
-
-    /// The sum over all label sets of one metric.
-    pub fn sum(&self, name: &'static str) -> f64 {
-        let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter()
-            .filter(|((n, _), _)| *n == name)
-            .map(|(_, x)| x)
-            .sum()
-    }
-
     pub fn render(&self) -> String {
         let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
@@ -69,6 +55,24 @@ impl Metrics {
     }
 }
 
+/// Reads one metric back from Prometheus text (what [`Metrics::render`]
+/// writes): the value of the exact label set, or the sum over all label
+/// sets when `labels` is empty.
+pub fn read(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (n, lab) = match key.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (key, ""),
+            };
+            (n == name && (labels.is_empty() || lab == labels))
+                .then(|| value.parse::<f64>().unwrap_or(0.0))
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +87,14 @@ mod tests {
         assert!(text.contains("# TYPE payloads_rejected_total counter"));
         assert!(text.contains(r#"payloads_rejected_total{reason="unknown_device"} 2"#));
         assert!(text.contains("journal_commits_total 1"));
-        assert_eq!(m.sum("payloads_rejected_total"), 3.0);
+        assert_eq!(read(&text, "payloads_rejected_total", ""), 3.0);
+        assert_eq!(
+            read(
+                &text,
+                "payloads_rejected_total",
+                r#"reason="unknown_device""#
+            ),
+            2.0
+        );
     }
 }
