@@ -277,6 +277,7 @@ pub(crate) mod tests {
             value: None,
             resident: Some("r-1".into()),
             room: Some("bedroom".into()),
+            subject: None,
         }
     }
 

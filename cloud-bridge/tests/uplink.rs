@@ -161,6 +161,7 @@ fn record(lane: Lane, seq: u64, device: &str, device_seq: u64, kind: EventKind) 
         value: None,
         resident: Some("r-7".into()),
         room: Some("bedroom".into()),
+        subject: None,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Config {
     pub uplink: Uplink,
     #[serde(default)]
     pub journal: Journal,
+    #[serde(default)]
+    pub supervision: Supervision,
     pub local_api: LocalApi,
     #[serde(default)]
     pub devices: Vec<Device>,
@@ -50,6 +52,14 @@ pub struct Uplink {
     pub window: usize,
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_s: u64,
+    /// A heartbeat to the backend this often, so that it can tell a quiet
+    /// home from a gateway that is gone.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_s: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    30
 }
 
 fn default_batch_records() -> usize {
@@ -63,22 +73,68 @@ fn default_receipt_timeout() -> u64 {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Journal {
-    #[serde(default = "default_max_group")]
     pub max_group: usize,
+    /// The most the journal keeps, in MiB (records of all lanes).
+    pub max_mib: u64,
+    /// Of `max_mib`, the part only alarms may use.
+    pub alarm_reserve_mib: u64,
+    /// At the limit: drop the oldest telemetry, or refuse new telemetry.
+    pub when_full: crate::journal::WhenFull,
+    /// Telemetry older than this is dropped; 0 keeps it however old.
+    pub telemetry_max_age_h: u64,
+    /// Disk space held back in a file beside the journal, released to
+    /// alarms when the disk itself fills up.
+    pub disk_reserve_mib: u64,
+    /// Drops are reported upstream at most this often.
+    pub drop_report_s: u64,
 }
 
 impl Default for Journal {
     fn default() -> Self {
         Journal {
-            max_group: default_max_group(),
+            max_group: 1024,
+            max_mib: 512,
+            alarm_reserve_mib: 32,
+            when_full: crate::journal::WhenFull::DropOldest,
+            telemetry_max_age_h: 168,
+            disk_reserve_mib: 8,
+            drop_report_s: 60,
         }
     }
 }
 
-fn default_max_group() -> usize {
-    1024
+/// How long a device may be silent (no event, no heartbeat) before the
+/// gateway raises `device_silent`, by device type. A device's own
+/// `supervision_s` overrides it; 0 turns supervision off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervision {
+    pub periods_s: std::collections::BTreeMap<DeviceType, u64>,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        use DeviceType::*;
+        Supervision {
+            periods_s: [
+                (SafetyButton, 900),
+                (PullCord, 3600),
+                (FallSensor, 900),
+                (DoorSensor, 3600),
+                (BedSensor, 3600),
+                (MotionSensor, 3600),
+                (SmokeDetector, 3600),
+                (WaterSensor, 3600),
+                (EpilepsySensor, 900),
+                (MedicineDispenser, 3600),
+                (Thermometer, 3600),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -99,9 +155,13 @@ pub struct Device {
     /// Pseudonymous resident id; never a name.
     #[serde(default)]
     pub resident: Option<String>,
+    /// This device's supervision period in seconds, instead of its type's;
+    /// 0 turns supervision off for it.
+    #[serde(default)]
+    pub supervision_s: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceType {
     SafetyButton,
@@ -197,6 +257,21 @@ impl Config {
         if self.journal.max_group == 0 {
             return Err(invalid("journal.max_group", "must be at least 1"));
         }
+        if self.journal.max_mib == 0 {
+            return Err(invalid("journal.max_mib", "must be at least 1"));
+        }
+        if self.journal.alarm_reserve_mib >= self.journal.max_mib {
+            return Err(invalid(
+                "journal.alarm_reserve_mib",
+                format!(
+                    "must be less than journal.max_mib ({}): the rest is for everything but alarms",
+                    self.journal.max_mib
+                ),
+            ));
+        }
+        if self.uplink.heartbeat_s == 0 {
+            return Err(invalid("uplink.heartbeat_s", "must be at least 1"));
+        }
         if !self.local_api.listen.ip().is_loopback() {
             return Err(invalid(
                 "local_api.listen",
@@ -209,6 +284,12 @@ impl Config {
                 return Err(invalid(
                     format!("devices[{i}].id"),
                     "must be 1-64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                ));
+            }
+            if d.id == self.gateway_id {
+                return Err(invalid(
+                    format!("devices[{i}].id"),
+                    "must differ from gateway_id: the gateway reports its own events under its id",
                 ));
             }
             if !seen.insert(d.id.as_str()) {
@@ -227,6 +308,29 @@ impl Config {
 
     pub fn device(&self, id: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.id == id)
+    }
+
+    /// A device's supervision period; `None` when it is not supervised.
+    pub fn supervision_period(&self, device: &Device) -> Option<std::time::Duration> {
+        let s = device
+            .supervision_s
+            .or_else(|| self.supervision.periods_s.get(&device.device_type).copied())
+            .unwrap_or(3600);
+        (s > 0).then(|| std::time::Duration::from_secs(s))
+    }
+
+    /// The journal's limits, from `[journal]`.
+    pub fn journal_policy(&self) -> crate::journal::Policy {
+        const MIB: u64 = 1024 * 1024;
+        crate::journal::Policy {
+            source_id: self.gateway_id.clone(),
+            max_bytes: Some(self.journal.max_mib * MIB),
+            alarm_reserve_bytes: self.journal.alarm_reserve_mib * MIB,
+            when_full: self.journal.when_full,
+            telemetry_max_age_ms: (self.journal.telemetry_max_age_h > 0)
+                .then(|| self.journal.telemetry_max_age_h * 3600 * 1000),
+            drop_report_every_ms: self.journal.drop_report_s * 1000,
+        }
     }
 }
 

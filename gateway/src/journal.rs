@@ -56,6 +56,21 @@ const LANE_NEXT: TableDefinition<u8, u64> = TableDefinition::new("lane_next");
 const DEVICE_LAST: TableDefinition<&str, u64> = TableDefinition::new("device_last");
 const DEVICE_RECENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("device_recent");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Named counters kept with the records: bytes per lane, the gateway's own
+/// event counter, telemetry dropped and not yet reported.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// Devices the gateway has reported silent, with when (Unix ms).
+const SILENT: TableDefinition<&str, u64> = TableDefinition::new("silent_devices");
+
+const BYTES_KEYS: [&str; 3] = ["bytes_alarm", "bytes_care", "bytes_telemetry"];
+const SYSTEM_SEQ: &str = "system_seq";
+const DROPPED_UNREPORTED: &str = "telemetry_dropped_unreported";
+/// The page cache redb may keep in memory. The journal is read mostly at
+/// its head (the oldest records go up first), so a small cache serves it;
+/// redb's default (1 GiB) would let a long outage take the Pi's memory.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// The file that holds disk space back for alarms; see [`Journal::release_reserve`].
+pub const RESERVE_FILE: &str = "alarm-reserve.bin";
 
 /// The span of sequence numbers per device, below the highest committed,
 /// that is remembered to recognise re-sends. An event may arrive out of
@@ -76,6 +91,22 @@ pub enum JournalError {
     Reopening,
     #[error("journal record is not valid JSON: {0}")]
     Record(#[from] serde_json::Error),
+}
+
+impl JournalError {
+    /// The disk (not the configured limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            JournalError::Storage(redb::Error::Io(io)) => {
+                io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+            }
+            JournalError::Storage(e) => {
+                let t = e.to_string();
+                t.contains("No space left") || t.contains("StorageFull")
+            }
+            _ => false,
+        }
+    }
 }
 
 fn st<E: Into<redb::Error>>(e: E) -> JournalError {
@@ -105,18 +136,82 @@ pub struct DeadLetter {
     pub payload_len: usize,
 }
 
+/// An event the gateway raises itself (a device gone silent, telemetry
+/// dropped). It travels as the gateway's own device: `device` is the
+/// gateway id and `device_seq` the gateway's own counter, kept in the
+/// journal; `subject` names the device it is about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SystemEvent {
+    pub kind: trygg_protocol::EventKind,
+    pub subject: Option<String>,
+    pub value: Option<f32>,
+    pub resident: Option<String>,
+    pub room: Option<String>,
+}
+
+/// What to do with new telemetry when the journal's limit is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Drop the oldest telemetry to make room (the default: the newest
+    /// readings are the ones a carer wants).
+    #[default]
+    DropOldest,
+    /// Refuse the new telemetry (a `rejected` receipt: the device drops it).
+    Refuse,
+}
+
+/// Limits on what the journal keeps. Alarms are never evicted nor refused;
+/// medication and technical events are never evicted; only telemetry is
+/// dropped, and every drop is counted and reported upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// The gateway's id: the `device` of the events it raises itself.
+    pub source_id: String,
+    /// The most record bytes kept (all lanes). `None`: no limit.
+    pub max_bytes: Option<u64>,
+    /// Of `max_bytes`, what only alarms may use.
+    pub alarm_reserve_bytes: u64,
+    pub when_full: WhenFull,
+    /// Telemetry older than this (since the gateway committed it) is dropped.
+    pub telemetry_max_age_ms: Option<u64>,
+    /// Drops are reported upstream at most this often, as one
+    /// `telemetry_dropped` event counting them.
+    pub drop_report_every_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            source_id: "gateway".into(),
+            max_bytes: None,
+            alarm_reserve_bytes: 0,
+            when_full: WhenFull::DropOldest,
+            telemetry_max_age_ms: None,
+            drop_report_every_ms: 60_000,
+        }
+    }
+}
+
 /// One group commit's worth of work.
 #[derive(Debug, Default)]
 pub struct Group {
     pub events: Vec<NewEvent>,
+    pub system: Vec<SystemEvent>,
     pub dead_letters: Vec<DeadLetter>,
     pub receipted: Vec<SeqRange>,
+    /// Look for telemetry past its maximum age (a timer sets this).
+    pub sweep: bool,
 }
 
 impl Group {
     /// Nothing to write: heartbeats alone must not cost an fsync.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.dead_letters.is_empty() && self.receipted.is_empty()
+        self.events.is_empty()
+            && self.system.is_empty()
+            && self.dead_letters.is_empty()
+            && self.receipted.is_empty()
+            && !self.sweep
     }
 }
 
@@ -133,12 +228,35 @@ pub enum Outcome {
     Backwards {
         last: u64,
     },
+    /// Telemetry refused because the journal is at its limit
+    /// ([`WhenFull::Refuse`]); counted as dropped.
+    Refused,
+    /// Telemetry not taken while the disk is full: no receipt, so the
+    /// device keeps it and sends it again later.
+    Deferred,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupResult {
     pub outcomes: Vec<Outcome>,
+    /// Records deleted because the backend receipted them.
     pub deleted: u64,
+    /// Records of the gateway's own events committed.
+    pub system: u64,
+    /// Telemetry dropped by this group, by reason: journal limit, age.
+    pub dropped_limit: u64,
+    pub dropped_age: u64,
+}
+
+impl GroupResult {
+    /// Whether the group added anything for the uplink to send.
+    pub fn added_records(&self) -> bool {
+        self.system > 0
+            || self
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::Committed { .. }))
+    }
 }
 
 /// The open database, shared with readers. Empty while the journal is
@@ -157,6 +275,10 @@ pub struct Journal {
     path: PathBuf,
     next: [u64; 3],
     commits: u64,
+    policy: Policy,
+    last_drop_report_ms: u64,
+    disk_full: bool,
+    reserve_bytes: u64,
 }
 
 fn now_ms() -> u64 {
@@ -175,7 +297,77 @@ impl Journal {
             path: path.to_path_buf(),
             next,
             commits: 0,
+            policy: Policy::default(),
+            last_drop_report_ms: 0,
+            disk_full: false,
+            reserve_bytes: 0,
         })
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.path.with_file_name(RESERVE_FILE)
+    }
+
+    /// Holds `bytes` of disk back for alarms: a file of zeros beside the
+    /// journal, written out (not sparse) and synced. When the disk fills,
+    /// [`Journal::release_reserve`] deletes it so that alarms still commit.
+    /// Returns whether the reserve is in place.
+    pub fn ensure_reserve(&mut self, bytes: u64) -> bool {
+        use std::io::Write;
+        self.reserve_bytes = bytes;
+        let path = self.reserve_path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= bytes) {
+            self.disk_full = false;
+            return true;
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&path)?;
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        };
+        match write() {
+            Ok(()) => {
+                self.disk_full = false;
+                true
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                false
+            }
+        }
+    }
+
+    /// Deletes the reserve file, giving its space to the journal. Returns
+    /// whether there was one. From now on, until [`Journal::ensure_reserve`]
+    /// succeeds again, telemetry is deferred (see [`Outcome::Deferred`]) and
+    /// the oldest telemetry is dropped to make room for alarms.
+    pub fn release_reserve(&mut self) -> bool {
+        self.disk_full = true;
+        std::fs::remove_file(self.reserve_path()).is_ok()
+    }
+
+    /// Tries to take the disk reserve back (after a full disk).
+    pub fn retake_reserve(&mut self) -> bool {
+        self.ensure_reserve(self.reserve_bytes)
+    }
+
+    /// Whether the disk was found full and has not had room since.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full
     }
 
     /// Opens the journal; if the file is damaged beyond what redb repairs,
@@ -221,6 +413,7 @@ impl Journal {
             std::fs::create_dir_all(dir).map_err(|e| st(redb::StorageError::Io(e)))?;
         }
         let mut db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(|s| {
                 let p = s.progress();
                 tracing::warn!(progress = p, "repairing journal after an unclean shutdown");
@@ -243,6 +436,26 @@ impl Journal {
             txn.open_table(DEVICE_LAST).map_err(st)?;
             txn.open_table(DEVICE_RECENT).map_err(st)?;
             txn.open_table(DEAD_LETTERS).map_err(st)?;
+            txn.open_table(SILENT).map_err(st)?;
+            // Bytes per lane are kept with the records; a journal written
+            // before they were is counted once.
+            let mut counters = txn.open_table(COUNTERS).map_err(st)?;
+            for lane in Lane::ALL {
+                if counters
+                    .get(BYTES_KEYS[lane.index()])
+                    .map_err(st)?
+                    .is_none()
+                {
+                    let table = txn.open_table(LANE_TABLES[lane.index()]).map_err(st)?;
+                    let mut total = 0u64;
+                    for item in table.iter().map_err(st)? {
+                        total += item.map_err(st)?.1.value().len() as u64;
+                    }
+                    counters
+                        .insert(BYTES_KEYS[lane.index()], total)
+                        .map_err(st)?;
+                }
+            }
             let t = txn.open_table(LANE_NEXT).map_err(st)?;
             for lane in Lane::ALL {
                 if let Some(v) = t.get(lane as u8).map_err(st)? {
@@ -274,9 +487,11 @@ impl Journal {
         let db = db_of(&self.slot)?;
         let mut txn = db.begin_write().map_err(st)?;
         txn.set_durability(Durability::Immediate).map_err(st)?;
+        let now = now_ms();
         let mut next = self.next;
         let mut result = GroupResult::default();
         let mut refused: Vec<DeadLetter> = Vec::new();
+        let mut drop_reported = false;
         {
             let mut lanes = [
                 txn.open_table(LANE_TABLES[0]).map_err(st)?,
@@ -285,7 +500,44 @@ impl Journal {
             ];
             let mut last = txn.open_table(DEVICE_LAST).map_err(st)?;
             let mut recent = txn.open_table(DEVICE_RECENT).map_err(st)?;
-            let committed_ms = now_ms();
+            let mut counters = txn.open_table(COUNTERS).map_err(st)?;
+            let mut silent = txn.open_table(SILENT).map_err(st)?;
+            let mut bytes = [0u64; 3];
+            for lane in Lane::ALL {
+                bytes[lane.index()] = counter(&counters, BYTES_KEYS[lane.index()])?;
+            }
+            let mut room = Room {
+                policy: &self.policy,
+                bytes,
+                dropped_limit: 0,
+            };
+
+            // Receipted records leave first: they make room.
+            for r in &group.receipted {
+                let table = &mut lanes[r.lane.index()];
+                let mut freed = 0u64;
+                let mut n = 0u64;
+                table
+                    .retain_in(r.first..=r.last, |_, v| {
+                        freed += v.len() as u64;
+                        n += 1;
+                        false
+                    })
+                    .map_err(st)?;
+                room.bytes[r.lane.index()] -= freed.min(room.bytes[r.lane.index()]);
+                result.deleted += n;
+            }
+            if group.sweep {
+                if let Some(max_age) = self.policy.telemetry_max_age_ms {
+                    let (n, freed) = drop_older_than(
+                        &mut lanes[Lane::Telemetry.index()],
+                        now.saturating_sub(max_age),
+                    )?;
+                    result.dropped_age += n;
+                    room.bytes[Lane::Telemetry.index()] -= freed;
+                }
+            }
+
             for e in &group.events {
                 let seq = e.event.seq;
                 let prev = last.get(e.device.as_str()).map_err(st)?.map(|v| v.value());
@@ -299,43 +551,53 @@ impl Journal {
                     // longer tell a re-send from a counter that went back.
                     if seq.saturating_add(RECENT_WINDOW) <= prev {
                         result.outcomes.push(Outcome::Backwards { last: prev });
-                        let mut buf = [0u8; 512];
-                        let n = e.event.encode(&mut buf).unwrap_or(0);
-                        refused.push(DeadLetter {
-                            id: 0,
-                            at_ms: committed_ms,
-                            topic: trygg_protocol::topic::device_topic(&e.device, "evt")
-                                .to_string(),
-                            reason_code: "sequence_backwards".into(),
-                            reason: format!(
-                                "sequence {seq} went backwards (last committed {prev})"
-                            ),
-                            payload: String::from_utf8_lossy(&buf[..n]).into_owned(),
-                            payload_len: n,
-                        });
+                        refused.push(refused_letter(
+                            e,
+                            now,
+                            "sequence_backwards",
+                            format!("sequence {seq} went backwards (last committed {prev})"),
+                        ));
                         continue;
                     }
                 }
                 let lane = e.event.kind.lane();
-                let lane_seq = next[lane.index()];
-                next[lane.index()] += 1;
+                if lane == Lane::Telemetry && self.disk_full {
+                    result.outcomes.push(Outcome::Deferred);
+                    continue;
+                }
                 let record = Record {
                     lane,
-                    seq: lane_seq,
+                    seq: next[lane.index()],
                     device: e.device.clone(),
                     device_seq: seq,
                     kind: e.event.kind,
                     ts: e.event.ts,
-                    committed_ms,
+                    committed_ms: now,
                     battery: e.event.battery,
                     value: e.event.value,
                     resident: e.resident.clone(),
                     room: e.room.clone(),
+                    subject: None,
                 };
-                let bytes = serde_json::to_vec(&record)?;
-                lanes[lane.index()]
-                    .insert(lane_seq, bytes.as_slice())
-                    .map_err(st)?;
+                let json = serde_json::to_vec(&record)?;
+                if !room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])? {
+                    result.outcomes.push(Outcome::Refused);
+                    room.dropped_limit += 1;
+                    refused.push(refused_letter(
+                        e,
+                        now,
+                        "journal_full",
+                        "the journal is at its size limit; telemetry is refused (journal.when_full = \"refuse\")".into(),
+                    ));
+                    continue;
+                }
+                put(
+                    &mut lanes[lane.index()],
+                    &mut next,
+                    &mut room.bytes,
+                    lane,
+                    &json,
+                )?;
                 recent.insert((e.device.as_str(), seq), ()).map_err(st)?;
                 // Only a new highest moves the window; an older arrival
                 // must not lower it.
@@ -355,17 +617,98 @@ impl Journal {
                 }
                 result.outcomes.push(Outcome::Committed {
                     lane,
-                    seq: lane_seq,
+                    seq: record.seq,
                 });
             }
-            for r in &group.receipted {
-                let table = &mut lanes[r.lane.index()];
-                let before = table.len().map_err(st)?;
-                table
-                    .retain_in(r.first..=r.last, |_, _| false)
-                    .map_err(st)?;
-                result.deleted += before - table.len().map_err(st)?;
+            // While the disk is full, the oldest telemetry makes way for
+            // what is still taken.
+            if self.disk_full {
+                let (n, freed) = pop_oldest(&mut lanes[Lane::Telemetry.index()], 256, u64::MAX)?;
+                room.dropped_limit += n;
+                room.bytes[Lane::Telemetry.index()] -=
+                    freed.min(room.bytes[Lane::Telemetry.index()]);
             }
+            result.dropped_limit = room.dropped_limit;
+
+            // The gateway's own events, and the report of what was dropped.
+            let mut system: Vec<SystemEvent> = group.system.clone();
+            let stored = counter(&counters, DROPPED_UNREPORTED)?;
+            let mut unreported = stored + result.dropped_limit + result.dropped_age;
+            if unreported > 0
+                && now.saturating_sub(self.last_drop_report_ms) >= self.policy.drop_report_every_ms
+            {
+                system.push(SystemEvent {
+                    kind: trygg_protocol::EventKind::TelemetryDropped,
+                    subject: None,
+                    value: Some(unreported as f32),
+                    resident: None,
+                    room: None,
+                });
+                drop_reported = true;
+                unreported = 0;
+            }
+            if unreported != stored {
+                counters
+                    .insert(DROPPED_UNREPORTED, unreported)
+                    .map_err(st)?;
+            }
+            let mut system_seq = counter(&counters, SYSTEM_SEQ)?;
+            for ev in &system {
+                system_seq += 1;
+                let lane = ev.kind.lane();
+                let record = Record {
+                    lane,
+                    seq: next[lane.index()],
+                    device: self.policy.source_id.clone(),
+                    device_seq: system_seq,
+                    kind: ev.kind,
+                    ts: Some(now / 1000),
+                    committed_ms: now,
+                    battery: None,
+                    value: ev.value,
+                    resident: ev.resident.clone(),
+                    room: ev.room.clone(),
+                    subject: ev.subject.clone(),
+                };
+                let json = serde_json::to_vec(&record)?;
+                room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])?;
+                put(
+                    &mut lanes[lane.index()],
+                    &mut next,
+                    &mut room.bytes,
+                    lane,
+                    &json,
+                )?;
+                if let Some(subject) = &ev.subject {
+                    match ev.kind {
+                        trygg_protocol::EventKind::DeviceSilent => {
+                            silent.insert(subject.as_str(), now).map_err(st)?;
+                        }
+                        trygg_protocol::EventKind::DeviceResumed => {
+                            silent.remove(subject.as_str()).map_err(st)?;
+                        }
+                        _ => {}
+                    }
+                }
+                result.system += 1;
+            }
+            if !system.is_empty() {
+                counters.insert(SYSTEM_SEQ, system_seq).map_err(st)?;
+            }
+            // Room made for the gateway's own events is reported next time.
+            let extra = room.dropped_limit - result.dropped_limit;
+            if extra > 0 {
+                counters
+                    .insert(DROPPED_UNREPORTED, unreported + extra)
+                    .map_err(st)?;
+                result.dropped_limit = room.dropped_limit;
+            }
+            for lane in Lane::ALL {
+                counters
+                    .insert(BYTES_KEYS[lane.index()], room.bytes[lane.index()])
+                    .map_err(st)?;
+            }
+
             let mut next_table = txn.open_table(LANE_NEXT).map_err(st)?;
             for lane in Lane::ALL {
                 if next[lane.index()] != self.next[lane.index()] {
@@ -397,7 +740,141 @@ impl Journal {
         txn.commit().map_err(st)?;
         self.commits += 1;
         self.next = next;
+        if drop_reported {
+            self.last_drop_report_ms = now;
+        }
         Ok(result)
+    }
+}
+
+/// The journal's limit, applied record by record within one transaction.
+struct Room<'p> {
+    policy: &'p Policy,
+    bytes: [u64; 3],
+    dropped_limit: u64,
+}
+
+impl Room<'_> {
+    /// Makes room for `len` bytes in `lane` by dropping the oldest
+    /// telemetry where the policy allows. Returns false when the record
+    /// must be refused: only telemetry ever is.
+    fn make_room(
+        &mut self,
+        lane: Lane,
+        len: u64,
+        telemetry: &mut redb::Table<u64, &[u8]>,
+    ) -> Result<bool, JournalError> {
+        let Some(max) = self.policy.max_bytes else {
+            return Ok(true);
+        };
+        let t = Lane::Telemetry.index();
+        // Alarms may use the whole limit; everything else leaves the
+        // reserve to them.
+        let over = |b: &[u64; 3]| -> u64 {
+            let (used, budget) = if lane == Lane::Alarm {
+                (b.iter().sum::<u64>(), max)
+            } else {
+                (
+                    b[Lane::Care.index()] + b[t],
+                    max.saturating_sub(self.policy.alarm_reserve_bytes),
+                )
+            };
+            (used + len).saturating_sub(budget)
+        };
+        let need = over(&self.bytes);
+        if need == 0 {
+            return Ok(true);
+        }
+        if lane == Lane::Telemetry && self.policy.when_full == WhenFull::Refuse {
+            return Ok(false);
+        }
+        let (n, freed) = pop_oldest(telemetry, u64::MAX, need)?;
+        self.dropped_limit += n;
+        self.bytes[t] -= freed.min(self.bytes[t]);
+        // Alarms, medication and technical events are kept even over the
+        // limit (the disk's own reserve still stands behind them);
+        // telemetry that still does not fit is the one dropped.
+        Ok(lane != Lane::Telemetry || over(&self.bytes) == 0)
+    }
+}
+
+fn counter(table: &redb::Table<&str, u64>, key: &str) -> Result<u64, JournalError> {
+    Ok(table.get(key).map_err(st)?.map(|v| v.value()).unwrap_or(0))
+}
+
+fn put(
+    table: &mut redb::Table<u64, &[u8]>,
+    next: &mut [u64; 3],
+    bytes: &mut [u64; 3],
+    lane: Lane,
+    json: &[u8],
+) -> Result<(), JournalError> {
+    let seq = next[lane.index()];
+    table.insert(seq, json).map_err(st)?;
+    next[lane.index()] += 1;
+    bytes[lane.index()] += json.len() as u64;
+    Ok(())
+}
+
+/// Drops the oldest records until `max` are gone or `need` bytes are
+/// freed. Returns how many went and the bytes they held.
+fn pop_oldest(
+    table: &mut redb::Table<u64, &[u8]>,
+    max: u64,
+    need: u64,
+) -> Result<(u64, u64), JournalError> {
+    let (mut n, mut freed) = (0u64, 0u64);
+    while n < max && freed < need {
+        match table.pop_first().map_err(st)? {
+            Some((_, v)) => {
+                freed += v.value().len() as u64;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    Ok((n, freed))
+}
+
+/// Drops telemetry the gateway committed before `cutoff_ms`, oldest first.
+fn drop_older_than(
+    table: &mut redb::Table<u64, &[u8]>,
+    cutoff_ms: u64,
+) -> Result<(u64, u64), JournalError> {
+    #[derive(Deserialize)]
+    struct Age {
+        committed_ms: u64,
+    }
+    let (mut n, mut freed) = (0u64, 0u64);
+    loop {
+        let old = match table.first().map_err(st)? {
+            Some((_, v)) => serde_json::from_slice::<Age>(v.value())
+                .map(|a| a.committed_ms < cutoff_ms)
+                .unwrap_or(true),
+            None => false,
+        };
+        if !old {
+            break;
+        }
+        if let Some((_, v)) = table.pop_first().map_err(st)? {
+            freed += v.value().len() as u64;
+            n += 1;
+        }
+    }
+    Ok((n, freed))
+}
+
+fn refused_letter(e: &NewEvent, now: u64, code: &str, reason: String) -> DeadLetter {
+    let mut buf = [0u8; 512];
+    let n = e.event.encode(&mut buf).unwrap_or(0);
+    DeadLetter {
+        id: 0,
+        at_ms: now,
+        topic: trygg_protocol::topic::device_topic(&e.device, "evt").to_string(),
+        reason_code: code.into(),
+        reason,
+        payload: String::from_utf8_lossy(&buf[..n]).into_owned(),
+        payload_len: n,
     }
 }
 
@@ -469,6 +946,48 @@ impl JournalReader {
                 .map_err(st)?
                 .len()
                 .map_err(st)?;
+        }
+        Ok(out)
+    }
+
+    /// Bytes of records waiting per lane (what the size limit counts).
+    pub fn pending_bytes(&self) -> Result<[u64; 3], JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = txn.open_table(COUNTERS).map_err(st)?;
+        let mut out = [0u64; 3];
+        for lane in Lane::ALL {
+            out[lane.index()] = table
+                .get(BYTES_KEYS[lane.index()])
+                .map_err(st)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+        }
+        Ok(out)
+    }
+
+    /// When the gateway committed the oldest record waiting in `lane`.
+    pub fn oldest_committed_ms(&self, lane: Lane) -> Result<Option<u64>, JournalError> {
+        #[derive(Deserialize)]
+        struct Age {
+            committed_ms: u64,
+        }
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = txn.open_table(LANE_TABLES[lane.index()]).map_err(st)?;
+        let first = table.first().map_err(st)?;
+        Ok(match first {
+            Some((_, v)) => Some(serde_json::from_slice::<Age>(v.value())?.committed_ms),
+            None => None,
+        })
+    }
+
+    /// Devices reported silent and not heard from since, with when.
+    pub fn silent_devices(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = txn.open_table(SILENT).map_err(st)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(st)? {
+            let (k, v) = item.map_err(st)?;
+            out.push((k.value().to_string(), v.value()));
         }
         Ok(out)
     }
@@ -740,5 +1259,251 @@ mod tests {
             vec!["b", "a"]
         );
         assert_eq!(got[0].id, 2);
+    }
+
+    fn limited(max_bytes: u64, reserve: u64, when_full: WhenFull) -> Policy {
+        Policy {
+            source_id: "gw-t".into(),
+            max_bytes: Some(max_bytes),
+            alarm_reserve_bytes: reserve,
+            when_full,
+            telemetry_max_age_ms: None,
+            drop_report_every_ms: 60_000,
+        }
+    }
+
+    fn kinds_pending(j: &Journal) -> Vec<(EventKind, u64)> {
+        j.reader()
+            .pending_records()
+            .unwrap()
+            .iter()
+            .map(|r| (r.kind, r.device_seq))
+            .collect()
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_telemetry_gives_way_and_alarms_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        // One motion record is about 130 bytes: room for about 15 of
+        // everything but alarms, and 8 more for alarms only.
+        j.set_policy(limited(3000, 1000, WhenFull::DropOldest));
+        let mut seq = 0;
+        let mut next = || {
+            seq += 1;
+            seq
+        };
+        for _ in 0..40 {
+            j.apply(&group(vec![ev("m", next(), EventKind::Motion)]))
+                .unwrap();
+        }
+        let bytes = j.reader().pending_bytes().unwrap();
+        assert!(
+            bytes[2] <= 2000,
+            "telemetry stays out of the reserve: {bytes:?}"
+        );
+        let left: Vec<u64> = kinds_pending(&j)
+            .iter()
+            .filter(|k| k.0 == EventKind::Motion)
+            .map(|k| k.1)
+            .collect();
+        assert_eq!(*left.last().unwrap(), 40, "the newest is kept");
+        assert!(
+            left.windows(2).all(|w| w[1] == w[0] + 1),
+            "oldest went first"
+        );
+        // Alarms use the reserve, and past it still are never refused.
+        let mut outcomes = Vec::new();
+        for _ in 0..30 {
+            outcomes.extend(
+                j.apply(&group(vec![ev("b", next(), EventKind::ButtonPress)]))
+                    .unwrap()
+                    .outcomes,
+            );
+        }
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Committed { .. })));
+        let pending = j.reader().pending_counts().unwrap();
+        assert_eq!(pending[0], 30, "every alarm kept");
+        assert_eq!(pending[2], 0, "telemetry made way for them");
+    }
+
+    #[test]
+    fn drops_are_counted_and_reported_upstream_as_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.set_policy(limited(2000, 500, WhenFull::DropOldest));
+        let mut dropped = 0;
+        for s in 1..=30 {
+            dropped += j
+                .apply(&group(vec![ev("m", s, EventKind::Motion)]))
+                .unwrap()
+                .dropped_limit;
+        }
+        assert!(dropped > 10, "{dropped}");
+        let reports: Vec<Record> = j
+            .reader()
+            .pending_records()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == EventKind::TelemetryDropped)
+            .collect();
+        // The first drop is reported at once; the rest wait for the next
+        // report (at most one a minute) and are kept counted until then.
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].device, "gw-t", "the gateway reports as itself");
+        assert_eq!(reports[0].lane, Lane::Care);
+        assert_eq!(reports[0].value, Some(1.0));
+        let mut p = j.policy().clone();
+        p.drop_report_every_ms = 0;
+        j.set_policy(p);
+        j.apply(&group(vec![ev("m", 31, EventKind::Motion)]))
+            .unwrap();
+        let total: f32 = j
+            .reader()
+            .pending_records()
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == EventKind::TelemetryDropped)
+            .map(|r| r.value.unwrap())
+            .sum();
+        assert!(
+            total as u64 >= dropped,
+            "{total} reported, {dropped} dropped"
+        );
+    }
+
+    #[test]
+    fn refuse_policy_refuses_new_telemetry_but_never_care_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.set_policy(limited(1500, 500, WhenFull::Refuse));
+        let mut refused = 0;
+        for s in 1..=20 {
+            let r = j
+                .apply(&group(vec![ev("m", s, EventKind::Motion)]))
+                .unwrap();
+            if r.outcomes == vec![Outcome::Refused] {
+                refused += 1;
+            }
+        }
+        assert!(refused > 5, "{refused}");
+        let r = j
+            .apply(&group(vec![ev("d", 1, EventKind::DoseNotConfirmed)]))
+            .unwrap();
+        assert!(matches!(
+            r.outcomes[0],
+            Outcome::Committed {
+                lane: Lane::Care,
+                ..
+            }
+        ));
+        let dl = j.reader().dead_letters(1).unwrap();
+        assert_eq!(dl[0].reason_code, "journal_full");
+    }
+
+    #[test]
+    fn telemetry_past_its_age_is_swept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        j.apply(&group(vec![
+            ev("m", 1, EventKind::Motion),
+            ev("b", 1, EventKind::Fall),
+        ]))
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        j.apply(&group(vec![ev("m", 2, EventKind::Motion)]))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut p = limited(1 << 30, 0, WhenFull::DropOldest);
+        p.telemetry_max_age_ms = Some(10);
+        j.set_policy(p);
+        let r = j
+            .apply(&Group {
+                sweep: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.dropped_age, 2, "both are older than 10 ms by now");
+        let kinds: Vec<EventKind> = kinds_pending(&j).iter().map(|k| k.0).collect();
+        assert_eq!(kinds, vec![EventKind::Fall, EventKind::TelemetryDropped]);
+    }
+
+    #[test]
+    fn with_the_disk_full_telemetry_is_deferred_and_alarms_still_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        assert!(j.ensure_reserve(64 * 1024));
+        assert!(dir.path().join(RESERVE_FILE).exists());
+        j.apply(&group(vec![ev("m", 1, EventKind::Motion)]))
+            .unwrap();
+        assert!(j.release_reserve());
+        assert!(!dir.path().join(RESERVE_FILE).exists());
+        let r = j
+            .apply(&group(vec![
+                ev("m", 2, EventKind::Motion),
+                ev("b", 1, EventKind::ButtonPress),
+            ]))
+            .unwrap();
+        assert_eq!(r.outcomes[0], Outcome::Deferred);
+        assert!(matches!(
+            r.outcomes[1],
+            Outcome::Committed {
+                lane: Lane::Alarm,
+                ..
+            }
+        ));
+        assert_eq!(r.dropped_limit, 1, "the oldest telemetry made room");
+        assert!(j.retake_reserve());
+        assert!(!j.disk_full());
+        let r = j
+            .apply(&group(vec![ev("m", 2, EventKind::Motion)]))
+            .unwrap();
+        assert!(
+            matches!(r.outcomes[0], Outcome::Committed { .. }),
+            "taken again"
+        );
+    }
+
+    #[test]
+    fn silences_are_kept_with_the_events_that_raise_and_clear_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let sys = |kind| SystemEvent {
+            kind,
+            subject: Some("door-1".into()),
+            value: None,
+            resident: None,
+            room: None,
+        };
+        {
+            let mut j = Journal::open(&path).unwrap();
+            let r = j
+                .apply(&Group {
+                    system: vec![sys(EventKind::DeviceSilent)],
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(r.system, 1);
+            assert!(r.added_records());
+        }
+        let mut j = Journal::open(&path).unwrap();
+        let silent = j.reader().silent_devices().unwrap();
+        assert_eq!(silent.len(), 1);
+        assert_eq!(silent[0].0, "door-1");
+        j.apply(&Group {
+            system: vec![sys(EventKind::DeviceResumed)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(j.reader().silent_devices().unwrap().is_empty());
+        let recs = j.reader().pending_records().unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.device_seq).collect::<Vec<_>>(),
+            vec![1, 2],
+            "the gateway's own counter survives a restart"
+        );
+        assert_eq!(recs[0].subject.as_deref(), Some("door-1"));
     }
 }

@@ -8,7 +8,8 @@
 //!                                      +-- heartbeats (memory only)     ^ receipts delete from the journal
 //! ```
 //!
-//! The modules [`ingest`], [`journal`] and [`uplink`] hold the decisions;
+//! The modules [`ingest`], [`journal`], [`supervision`] and [`uplink`] hold
+//! the decisions;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod journal;
 mod local_api;
 mod service;
+pub mod supervision;
 pub mod uplink;
 
 pub use config::Config;

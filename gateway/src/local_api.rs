@@ -54,6 +54,22 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 .set("journal_pending_records", label, count as f64);
         }
     }
+    if let Ok(bytes) = s.reader.pending_bytes() {
+        for (label, b) in crate::service::LANE_LABELS.iter().zip(bytes) {
+            s.metrics.set("journal_pending_bytes", label, b as f64);
+        }
+    }
+    let silent = s.silent.lock().map(|v| v.len()).unwrap_or(0);
+    s.metrics.set("devices_silent", "", silent as f64);
+    s.metrics.set(
+        "disk_full",
+        "",
+        if s.disk_full.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        },
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -88,6 +104,13 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
         "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),
         "journal_pending": pending,
+        "journal_pending_bytes": s
+            .reader
+            .pending_bytes()
+            .map(|b| json!({"alarm": b[0], "care": b[1], "telemetry": b[2]}))
+            .unwrap_or(serde_json::Value::Null),
+        "disk_full": s.disk_full.load(Ordering::Relaxed),
+        "devices_silent": s.silent.lock().map(|v| v.clone()).unwrap_or_default(),
         "heartbeats": heartbeats,
     }))
 }

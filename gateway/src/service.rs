@@ -21,6 +21,7 @@ use trygg_uplink::{contract, SeqRange, UplinkReceipt};
 use crate::config::{BrokerMode, Config};
 use crate::ingest::{classify, Incoming};
 use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::supervision::{supervise, Raised, Supervisor};
 use crate::uplink::UplinkState;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +62,17 @@ pub(crate) struct Shared {
     pub journal_error: Mutex<Option<String>>,
     /// A damaged journal file this run found and set aside.
     pub journal_set_aside: Option<crate::journal::SetAside>,
+    /// Devices reported silent and not heard from since.
+    pub silent: Arc<Mutex<Vec<String>>>,
+    /// The disk filled up and has not had room since.
+    pub disk_full: std::sync::atomic::AtomicBool,
 }
 
 /// What goes to the journal thread.
 enum JournalCmd {
     Device(Publish),
     Receipted(Vec<SeqRange>),
+    Raised(Raised),
 }
 
 /// What the acknowledger does after a commit, in order.
@@ -94,10 +100,30 @@ pub async fn run(
     let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
 
     let path = config.journal_path();
-    let (journal, set_aside) =
-        tokio::task::spawn_blocking(move || Journal::open_or_set_aside(&path))
-            .await
-            .expect("journal open task")?;
+    let policy = config.journal_policy();
+    let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
+    let (journal, set_aside, reserved) = tokio::task::spawn_blocking(move || {
+        Journal::open_or_set_aside(&path).map(|(mut j, aside)| {
+            j.set_policy(policy);
+            let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
+            (j, aside, reserved)
+        })
+    })
+    .await
+    .expect("journal open task")?;
+    if !reserved {
+        tracing::error!(
+            bytes = disk_reserve,
+            dir = %config.data_dir.display(),
+            "cannot set disk space aside for alarms (is the disk full?): free some space; alarms are taken, telemetry waits on the devices until then"
+        );
+    }
+    let silent_at_start: Vec<String> = journal
+        .reader()
+        .silent_devices()?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
     let shared = Arc::new(Shared {
         metrics: Metrics::new(),
         reader: journal.reader(),
@@ -105,6 +131,8 @@ pub async fn run(
         uplink_connected: false.into(),
         journal_error: Mutex::new(None),
         journal_set_aside: set_aside.clone(),
+        silent: Arc::new(Mutex::new(silent_at_start.clone())),
+        disk_full: (!reserved).into(),
     });
     if let Some(aside) = &set_aside {
         tracing::error!(
@@ -171,6 +199,7 @@ pub async fn run(
     local_loop.network_options.set_tcp_nodelay(true);
 
     let (journal_tx, journal_rx) = mpsc::channel::<JournalCmd>(8192);
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel::<String>();
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<AckWork>>();
     let (committed_tx, committed_rx) = watch::channel(0u64);
 
@@ -231,6 +260,27 @@ pub async fn run(
         cancel.clone(),
     ));
 
+    // Supervision: what ingest hears from, silences raised and cleared,
+    // and the journal's housekeeping timer.
+    let supervisor = {
+        let (raised_tx, mut raised_rx) = mpsc::channel::<Raised>(64);
+        let journal_tx = journal_tx.clone();
+        tokio::spawn(async move {
+            while let Some(r) = raised_rx.recv().await {
+                if journal_tx.send(JournalCmd::Raised(r)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(supervise(
+            Supervisor::new(&config, &silent_at_start, tokio::time::Instant::now()),
+            seen_rx,
+            raised_tx,
+            shared.silent.clone(),
+            cancel.clone(),
+        ))
+    };
+
     let uplink = tokio::spawn(uplink_loop(
         config.clone(),
         uplink_url,
@@ -282,6 +332,10 @@ pub async fn run(
                         // the broker keeps it for the next session.
                         if let Some(tx) = &journal_tx {
                             shared.metrics.inc("device_messages_received_total", "");
+                            // Any message is a sign of life, even one refused.
+                            if let Some(t) = topic::DeviceTopic::parse(&p.topic) {
+                                let _ = seen_tx.send(t.device_id().to_string());
+                            }
                             if tx.send(JournalCmd::Device(p)).await.is_err() {
                                 break;
                             }
@@ -324,6 +378,7 @@ pub async fn run(
     // Input stops at once; the journal commits what was taken and closes
     // when its last sender (ingest, uplink) is gone; the acknowledger then
     // sends the last receipts while ingest keeps the connection polled.
+    let _ = supervisor.await;
     let _ = uplink.await;
     let _ = tokio::task::spawn_blocking(move || journal_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
@@ -361,6 +416,17 @@ fn journal_loop(
         for cmd in cmds {
             match cmd {
                 JournalCmd::Receipted(ranges) => group.receipted.extend(ranges),
+                JournalCmd::Raised(Raised::Events(events)) => {
+                    for e in &events {
+                        if e.kind == trygg_protocol::EventKind::DeviceSilent {
+                            metrics.inc("devices_silent_raised_total", "");
+                        }
+                    }
+                    group.system.extend(events);
+                }
+                JournalCmd::Raised(Raised::Housekeeping) => {
+                    housekeeping(&mut journal, &mut group, shared);
+                }
                 JournalCmd::Device(p) => {
                     let topic = p.topic.clone();
                     match classify(&topic, &p.payload, config) {
@@ -410,8 +476,29 @@ fn journal_loop(
         let result = loop {
             match journal.apply(&group) {
                 Ok(r) => {
-                    set_journal_error(shared, None);
+                    if !journal.disk_full() {
+                        set_journal_error(shared, None);
+                    }
                     break r;
+                }
+                Err(e) if e.is_disk_full() && !journal.disk_full() => {
+                    // The disk itself is full: give the alarm reserve to the
+                    // journal and try again at once, deferring telemetry.
+                    let released = journal.release_reserve();
+                    shared
+                        .disk_full
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    metrics.inc("journal_disk_full_total", "");
+                    set_journal_error(shared, Some(format!("disk full: {e}")));
+                    tracing::error!(
+                        error = %e,
+                        reserve_released = released,
+                        "THE DISK IS FULL: alarm reserve released; alarms, medication and technical events are still taken, telemetry is deferred (devices keep it) and the oldest telemetry gives way. Free space on the gateway's disk"
+                    );
+                    if let Err(e) = journal.reopen() {
+                        tracing::warn!(error = %e, "journal reopen failed; will try again");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
                 Err(e) => {
                     // Nothing of this group is acknowledged; devices and the
@@ -442,8 +529,21 @@ fn journal_loop(
         if result.deleted > 0 {
             metrics.add("journal_records_receipted_total", "", result.deleted);
         }
+        for (n, reason) in [
+            (result.dropped_limit, "reason=\"limit\""),
+            (result.dropped_age, "reason=\"age\""),
+        ] {
+            if n > 0 {
+                metrics.add("journal_telemetry_dropped_total", reason, n);
+                tracing::warn!(
+                    dropped = n,
+                    reason = reason.trim_start_matches("reason="),
+                    "telemetry dropped from the journal (it is reported to the backend as telemetry_dropped)"
+                );
+            }
+        }
         let mut work = Vec::with_capacity(plans.len());
-        let mut new_records = false;
+        let new_records = result.added_records();
         let mut committed = [0u64; 3];
         for (publish, plan) in plans {
             let receipt = match plan {
@@ -451,13 +551,26 @@ fn journal_loop(
                 Plan::Reply(r) => r,
                 Plan::Event { index, device, seq } => match &result.outcomes[index] {
                     Outcome::Committed { lane, .. } => {
-                        new_records = true;
                         committed[lane.index()] += 1;
                         Some(receipt_for(&device, seq, ReceiptStatus::Committed, None))
                     }
                     Outcome::Duplicate => {
                         metrics.inc("device_events_duplicate_total", "");
                         Some(receipt_for(&device, seq, ReceiptStatus::Duplicate, None))
+                    }
+                    Outcome::Refused => {
+                        metrics.inc("device_payloads_rejected_total", "reason=\"journal_full\"");
+                        Some(receipt_for(
+                            &device,
+                            seq,
+                            ReceiptStatus::Rejected,
+                            Some("journal full: telemetry refused"),
+                        ))
+                    }
+                    Outcome::Deferred => {
+                        // No receipt: the device keeps it and sends it again.
+                        metrics.inc("journal_telemetry_deferred_total", "");
+                        None
                     }
                     Outcome::Backwards { last } => {
                         let reason =
@@ -496,6 +609,35 @@ fn journal_loop(
         }
     }
     tracing::info!("journal closed");
+}
+
+/// The journal's timer: retake the disk reserve after a full disk, and
+/// sweep telemetry past its age when there is some.
+fn housekeeping(journal: &mut Journal, group: &mut Group, shared: &Shared) {
+    if journal.disk_full() {
+        // The reserve file is only retaken once the disk has room for it.
+        if journal.retake_reserve() {
+            shared
+                .disk_full
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            set_journal_error(shared, None);
+            tracing::info!(
+                "the disk has room again: alarm reserve retaken, telemetry is taken again"
+            );
+        }
+    }
+    if let Some(max_age) = journal.policy().telemetry_max_age_ms {
+        let cutoff = now_ms().saturating_sub(max_age);
+        if shared
+            .reader
+            .oldest_committed_ms(Lane::Telemetry)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t < cutoff)
+        {
+            group.sweep = true;
+        }
+    }
 }
 
 pub(crate) const LANE_LABELS: [&str; 3] =
@@ -577,6 +719,9 @@ async fn uplink_loop(
     let status_topic = contract::status_topic(&gw);
     let receipt_topic = contract::receipt_topic(&gw);
     let batch_topic = contract::batch_topic(&gw);
+    let heartbeat_topic = contract::heartbeat_topic(&gw);
+    let heartbeat_every = Duration::from_secs(config.uplink.heartbeat_s);
+    let mut last_heartbeat = Instant::now();
     let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
     opts.set_clean_start(false)
         .set_session_expiry_interval(Some(24 * 3600))
@@ -729,6 +874,11 @@ async fn uplink_loop(
                 journal_open = changed.is_ok();
             }
             _ = tick.tick() => {
+                if state.connected() && last_heartbeat.elapsed() >= heartbeat_every {
+                    last_heartbeat = Instant::now();
+                    let _ = client
+                        .try_publish(heartbeat_topic.clone(), Q5::AtMostOnce, false, now_ms().to_string());
+                }
                 if state.on_tick(Instant::now()) {
                     tracing::warn!("uplink receipt overdue; sending everything not yet receipted again");
                     shared.metrics.inc("uplink_resends_total", "");
@@ -782,6 +932,7 @@ mod tests {
             value: None,
             resident: None,
             room: None,
+            subject: None,
         };
         let p = crate::journal::Pending {
             lane: Lane::Alarm,

@@ -514,6 +514,7 @@ fn bench_devices(opts: &BenchOptions) -> Vec<Device> {
         device_type,
         room: Some("bench".into()),
         resident: Some("r-bench".into()),
+        supervision_s: None,
     };
     let mut d: Vec<Device> = (0..opts.publishers)
         .map(|i| device(format!("bench-motion-{i}"), DeviceType::MotionSensor))

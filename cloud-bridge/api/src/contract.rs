@@ -16,6 +16,7 @@ use trygg_protocol::{EventKind, Lane};
 pub const SCHEMA_VERSION: u16 = 1;
 pub const BATCH_FILTER: &str = "trygg/v1/gw/+/batch";
 pub const STATUS_FILTER: &str = "trygg/v1/gw/+/status";
+pub const HEARTBEAT_FILTER: &str = "trygg/v1/gw/+/heartbeat";
 /// The largest batch payload the backend reads, in bytes.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
@@ -29,6 +30,12 @@ pub fn receipt_topic(gateway: &str) -> String {
 
 pub fn status_topic(gateway: &str) -> String {
     format!("trygg/v1/gw/{gateway}/status")
+}
+
+/// A gateway's sign of life while it has nothing to send (QoS 0, not
+/// retained); payload: the gateway's clock, Unix milliseconds.
+pub fn heartbeat_topic(gateway: &str) -> String {
+    format!("trygg/v1/gw/{gateway}/heartbeat")
 }
 
 /// Which gateway a `trygg/v1/gw/{id}/{leaf}` topic belongs to.
@@ -66,6 +73,11 @@ pub struct Record {
     pub resident: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// For an event the gateway raises itself (`device` is then the
+    /// gateway's own id and `device_seq` its own counter): the device it is
+    /// about, if any. `device_silent` names the silent device here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// Records going up, in lane order (alarms first).
@@ -172,6 +184,7 @@ mod tests {
                 value: None,
                 resident: Some("r-1".into()),
                 room: None,
+                subject: None,
             }],
         };
         let json = serde_json::to_string(&b).unwrap();

@@ -174,6 +174,9 @@ kinds! {
     TestAlarm,        "test_alarm",        Technical, Green,  None, None, Some("0102"), "Testalarm", "Test alarm";
     UplinkPathDown,   "uplink_path_down",  Technical, Yellow, None, None, Some("0023"), "Overføringsvei nede", "Uplink path down";
     SequenceGap,      "sequence_gap",      Technical, Yellow, None, None, None, "Hull i hendelsesrekkefølgen", "Gap in event sequence";
+    DeviceResumed,    "device_resumed",    Technical, Green,  None, None, None, "Enhet hørt fra igjen", "Device heard from again";
+    GatewayOffline,   "gateway_offline",   Technical, Yellow, None, None, None, "Gateway frakoblet", "Gateway offline";
+    TelemetryDropped, "telemetry_dropped", Technical, Green,  None, None, None, "Telemetri forkastet (journal full eller for gammel)", "Telemetry dropped (journal full or too old)";
     // Telemetry: the picture of daily life.
     Motion,           "motion",            Telemetry, Green, Some("4.18"), None, None, "Bevegelse", "Motion";
     DoorOpened,       "door_opened",       Telemetry, Green, Some("4.15"), Some("0014"), None, "Dør åpnet", "Door opened";
@@ -218,7 +221,12 @@ impl EventKind {
     pub fn device_may_send(self) -> bool {
         !matches!(
             self,
-            EventKind::DeviceSilent | EventKind::UplinkPathDown | EventKind::SequenceGap
+            EventKind::DeviceSilent
+                | EventKind::DeviceResumed
+                | EventKind::GatewayOffline
+                | EventKind::TelemetryDropped
+                | EventKind::UplinkPathDown
+                | EventKind::SequenceGap
         )
     }
 
@@ -358,6 +366,9 @@ mod tests {
         test_alarm_is_green_scaip_0102: TestAlarm => Green, None, None, Some("0102");
         uplink_path_down_is_yellow_scaip_0023: UplinkPathDown => Yellow, None, None, Some("0023");
         sequence_gap_is_yellow_without_codes: SequenceGap => Yellow, None, None, None;
+        device_resumed_is_green_without_codes: DeviceResumed => Green, None, None, None;
+        gateway_offline_is_yellow_without_codes: GatewayOffline => Yellow, None, None, None;
+        telemetry_dropped_is_green_without_codes: TelemetryDropped => Green, None, None, None;
         motion_is_green_vkp_4_18: Motion => Green, Some("4.18"), None, None;
         door_opened_is_green_vkp_4_15_scaip_door_sensor: DoorOpened => Green, Some("4.15"), Some("0014"), None;
         door_closed_is_green_vkp_4_16_scaip_door_sensor: DoorClosed => Green, Some("4.16"), Some("0014"), None;
