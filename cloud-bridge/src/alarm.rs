@@ -10,6 +10,14 @@
 //! - Closing needs a note (what was found, what was done). Closing an open
 //!   alarm is allowed and records the closer as the acknowledger too.
 //! - A closed alarm stays closed.
+//! - **Repeats** of the same kind from the same device while its alarm is
+//!   not closed (an open door, a button pressed again and again) add to
+//!   that alarm, counted with the time of the last one; they do not open
+//!   new alarms.
+//! - Some technical alarms are **cleared by the system** when their cause
+//!   is gone (`device_silent` when the device is heard from again,
+//!   `gateway_offline` when the gateway is back): closed by `trygg` with a
+//!   note saying why.
 
 use serde::{Deserialize, Serialize};
 use trygg_protocol::EventKind;
@@ -43,9 +51,14 @@ impl AlarmState {
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     New,
+    /// The same device reported the same kind again while it was open.
+    Repeated,
     Acknowledged,
     Closed,
 }
+
+/// Who closes alarms the system clears by itself.
+pub const SYSTEM_ACTOR: &str = "trygg";
 
 /// What an alarm is raised from: a stored event, or the bridge's own
 /// finding (a sequence gap).
@@ -91,6 +104,12 @@ pub struct Alarm {
     pub closed_by: Option<String>,
     pub closed_ms: Option<u64>,
     pub note: Option<String>,
+    /// Further reports of this kind from this device while it was not
+    /// closed, and when the last one came.
+    #[serde(default)]
+    pub repeats: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repeat_ms: Option<u64>,
 }
 
 /// Why a transition was refused. `Invalid` is the caller's input (422);
@@ -130,7 +149,39 @@ impl Alarm {
             closed_by: None,
             closed_ms: None,
             note: None,
+            repeats: 0,
+            last_repeat_ms: None,
         }
+    }
+
+    /// Whether more reports of the same kind from the same device add to
+    /// this alarm. Gap alarms each name a different gap, so they do not.
+    pub fn takes_repeats(&self) -> bool {
+        self.state != AlarmState::Closed && self.kind != EventKind::SequenceGap
+    }
+
+    /// The same device reported the same kind again.
+    pub fn repeat(&mut self, now_ms: u64) -> Change {
+        self.repeats = self.repeats.saturating_add(1);
+        self.last_repeat_ms = Some(now_ms);
+        Change::Repeated
+    }
+
+    /// Closes an alarm whose cause is gone, as the system. `None` if it
+    /// was closed already.
+    pub fn clear(&mut self, why: &str, now_ms: u64) -> Option<Change> {
+        if self.state == AlarmState::Closed {
+            return None;
+        }
+        if self.state == AlarmState::Open {
+            self.acknowledged_by = Some(SYSTEM_ACTOR.into());
+            self.acknowledged_ms = Some(now_ms);
+        }
+        self.state = AlarmState::Closed;
+        self.closed_by = Some(SYSTEM_ACTOR.into());
+        self.closed_ms = Some(now_ms);
+        self.note = Some(why.into());
+        Some(Change::Closed)
     }
 
     /// Takes the alarm. `Ok(None)` when `by` had taken it already.
@@ -372,5 +423,28 @@ mod tests {
         assert_eq!(json["kind"], "button_press");
         assert_eq!(json["state"], "open");
         assert!(json["detail"].is_null() && json["acknowledged_by"].is_null());
+    }
+
+    #[test]
+    fn repeats_are_counted_on_the_open_alarm() {
+        let mut a = open_alarm();
+        assert!(a.takes_repeats());
+        assert_eq!(a.repeat(2000), Change::Repeated);
+        a.repeat(3000);
+        assert_eq!((a.repeats, a.last_repeat_ms), (2, Some(3000)));
+        a.close("kari", Some("door closed"), 4000).unwrap();
+        assert!(!a.takes_repeats(), "a closed alarm takes no more repeats");
+    }
+
+    #[test]
+    fn the_system_clears_an_alarm_once_with_a_note() {
+        let mut a = open_alarm();
+        assert_eq!(
+            a.clear("device heard from again", 5000),
+            Some(Change::Closed)
+        );
+        assert_eq!(a.closed_by.as_deref(), Some(SYSTEM_ACTOR));
+        assert_eq!(a.note.as_deref(), Some("device heard from again"));
+        assert_eq!(a.clear("again", 6000), None);
     }
 }

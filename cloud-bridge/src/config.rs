@@ -21,6 +21,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
     pub api: ApiConfig,
+    pub supervision: SupervisionConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    /// A gateway heard from in no way for this long is reported offline.
+    pub gateway_offline_after_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -106,6 +114,12 @@ impl Config {
         };
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
+        }
+        if self.supervision.gateway_offline_after_s == 0 {
+            return invalid(
+                "supervision.gateway_offline_after_s",
+                "must be at least 1 (and longer than the gateways' uplink.heartbeat_s)",
+            );
         }
         if !self.api.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {

@@ -13,7 +13,11 @@
 //!   `highest + 1` raises one `sequence_gap` alarm naming the missing range;
 //! - a lane sequence below the highest with a new event id (a gateway that
 //!   lost its journal and started over, say) is accepted and counted;
-//! - every new red or yellow event opens an alarm.
+//! - every new red or yellow event opens an alarm (the store adds it to an
+//!   alarm of the same device and kind that is not closed yet, as a repeat);
+//! - an event the gateway raises about one of its devices (`subject`) is
+//!   shown as that device's; `device_resumed` clears the device's
+//!   `device_silent` alarm.
 //!
 //! The receipt names every `(lane, seq)` of the batch, duplicates included:
 //! the gateway may delete them all once the store has committed.
@@ -149,7 +153,19 @@ pub struct Ingested {
     pub duplicates: Vec<String>,
     pub gaps: Vec<Gap>,
     pub regressions: Vec<Regression>,
+    /// Alarms whose cause is gone: close the open alarm of this device and
+    /// kind, with this note.
+    pub clears: Vec<Clear>,
     pub receipt: UplinkReceipt,
+}
+
+/// An alarm the system closes because its cause is gone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clear {
+    pub gateway: String,
+    pub device: String,
+    pub kind: EventKind,
+    pub note: String,
 }
 
 /// Decides what `batch` adds to the store, updating `ledger` as if it had
@@ -163,6 +179,7 @@ pub fn ingest(ledger: &mut Ledger, batch: &Batch, now_ms: u64) -> Ingested {
         duplicates: Vec::new(),
         gaps: Vec::new(),
         regressions: Vec::new(),
+        clears: Vec::new(),
         receipt: UplinkReceipt {
             v: SCHEMA_VERSION,
             batch: batch.batch,
@@ -196,16 +213,35 @@ pub fn ingest(ledger: &mut Ledger, batch: &Batch, now_ms: u64) -> Ingested {
             continue;
         }
         ledger.stored.insert(event_id.clone());
+        // What the gateway raises about a device is shown as the device's.
+        let device = r.subject.as_ref().unwrap_or(&r.device);
+        if r.kind == EventKind::DeviceResumed {
+            out.clears.push(Clear {
+                gateway: gw.to_string(),
+                device: device.clone(),
+                kind: EventKind::DeviceSilent,
+                note: format!(
+                    "Cleared by the system: the device was heard from again after {} s of silence. / Avsluttet av systemet: enheten ble hørt fra igjen.",
+                    r.value.unwrap_or(0.0) as u64
+                ),
+            });
+        }
         if r.kind.needs_handling() {
             out.alarms.push(NewAlarm {
                 event_id: event_id.clone(),
                 gateway: gw.to_string(),
-                device: r.device.clone(),
+                device: device.clone(),
                 device_seq: r.device_seq,
                 kind: r.kind,
                 resident: r.resident.clone(),
                 room: r.room.clone(),
-                detail: None,
+                detail: (r.kind == EventKind::DeviceSilent).then(|| {
+                    format!(
+                        "not heard from for {} s / ikke hørt fra på {} s",
+                        r.value.unwrap_or(0.0) as u64,
+                        r.value.unwrap_or(0.0) as u64
+                    )
+                }),
                 gateway_committed_ms: Some(r.committed_ms),
                 device_ts: r.ts,
             });

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod store;
+pub mod supervision;
 pub mod uplink;
 
 use std::future::Future;
@@ -179,10 +180,24 @@ pub async fn run(
         })?;
 
     let cancel = CancellationToken::new();
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let known = store.gateways()?;
+    let supervisor = tokio::spawn(supervision::supervise(
+        supervision::GatewayWatch::new(
+            std::time::Duration::from_secs(config.supervision.gateway_offline_after_s),
+            known,
+            tokio::time::Instant::now(),
+        ),
+        seen_rx,
+        writer.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
     let mut uplink = tokio::spawn(uplink::run(
         uplink::UplinkSettings {
             url: broker.clone(),
+            seen: seen_tx,
             ca_file: ca_file.clone(),
             max_payload: BROKER_MAX_PAYLOAD,
         },
@@ -260,6 +275,7 @@ pub async fn run(
         Ok(Err(e)) => result = result.and(Err(e.into())),
         Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
     }
+    let _ = supervisor.await;
     let api_result = match api_done {
         Some(r) => r,
         None => api.await,

@@ -21,7 +21,8 @@
 //! device_events   (device, arrival)  -> event id       (listing per device)
 //! lanes           (gateway, lane)    -> highest lane sequence seen
 //! alarms          alarm id           -> Alarm
-//! alarm_events    event id           -> alarm id       (an event raises one alarm)
+//! alarm_events    event id           -> alarm id       (an event raises or repeats one alarm)
+//! open_alarms     (gateway, device, kind) -> alarm id  (the alarm not closed yet, for repeats and clears)
 //! dead_letters    id                 -> DeadLetter
 //! counters        name               -> next number
 //! ```
@@ -34,7 +35,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use trygg_protocol::Lane;
+use trygg_protocol::{EventKind, Lane};
 use trygg_uplink::contract::Batch;
 use trygg_uplink::metrics::Metrics;
 
@@ -47,6 +48,7 @@ const DEVICE_EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("
 const LANES: TableDefinition<(&str, u8), u64> = TableDefinition::new("lanes");
 const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 const ALARM_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("alarm_events");
+const OPEN_ALARMS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("open_alarms");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -116,6 +118,15 @@ pub enum Op {
         by: String,
         note: Option<String>,
     },
+    /// Nothing heard from a gateway for its period: raise `gateway_offline`.
+    GatewayOffline {
+        gateway: String,
+        silent_s: u64,
+    },
+    /// A gateway offline is heard from again: clear its alarm.
+    GatewayBack {
+        gateway: String,
+    },
 }
 
 /// Why an alarm action was refused.
@@ -137,6 +148,16 @@ pub enum Done {
     Ingested {
         ingested: Ingested,
         raised: Vec<Alarm>,
+        /// Alarms that took a repeat instead of a new alarm being raised.
+        repeated: Vec<Alarm>,
+        /// Alarms the system closed because their cause is gone.
+        cleared: Vec<Alarm>,
+    },
+    /// What gateway supervision raised or cleared.
+    Supervised {
+        gateway: String,
+        raised: Vec<Alarm>,
+        cleared: Vec<Alarm>,
     },
     DeadLettered(DeadLetter),
     Alarm(ActionOutcome),
@@ -160,6 +181,7 @@ impl Store {
             txn.open_table(LANES)?;
             txn.open_table(ALARMS)?;
             txn.open_table(ALARM_EVENTS)?;
+            txn.open_table(OPEN_ALARMS)?;
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(COUNTERS)?;
         }
@@ -204,6 +226,46 @@ impl Store {
                 Op::Close { alarm, by, note } => Done::Alarm(act(&txn, alarm, |a| {
                     a.close(&by, note.as_deref(), now_ms).map(Some)
                 })?),
+                Op::GatewayOffline { gateway, silent_s } => {
+                    let mut fx = Effects::default();
+                    let new = crate::alarm::NewAlarm {
+                        event_id: format!("{gateway}/gateway-offline/{now_ms}"),
+                        gateway: gateway.clone(),
+                        device: gateway.clone(),
+                        device_seq: 0,
+                        kind: EventKind::GatewayOffline,
+                        resident: None,
+                        room: None,
+                        detail: Some(format!(
+                            "nothing heard from the gateway for {silent_s} s / ingenting hørt fra gatewayen på {silent_s} s"
+                        )),
+                        gateway_committed_ms: None,
+                        device_ts: None,
+                    };
+                    raise_or_repeat(&txn, &new, now_ms, &mut fx)?;
+                    Done::Supervised {
+                        gateway,
+                        raised: fx.raised,
+                        cleared: fx.cleared,
+                    }
+                }
+                Op::GatewayBack { gateway } => {
+                    let mut fx = Effects::default();
+                    clear(
+                        &txn,
+                        &gateway,
+                        &gateway,
+                        EventKind::GatewayOffline,
+                        "Cleared by the system: the gateway is heard from again. / Avsluttet av systemet: gatewayen er tilbake.",
+                        now_ms,
+                        &mut fx,
+                    )?;
+                    Done::Supervised {
+                        gateway,
+                        raised: fx.raised,
+                        cleared: fx.cleared,
+                    }
+                }
             });
         }
         txn.commit()?;
@@ -228,6 +290,26 @@ impl Store {
             let rank = |a: &Alarm| if a.severity == "red" { 0 } else { 1 };
             (rank(a), a.raised_ms, a.id).cmp(&(rank(b), b.raised_ms, b.id))
         });
+        Ok(out)
+    }
+
+    /// Every gateway that has sent a batch, and whether it has a
+    /// `gateway_offline` alarm open.
+    pub fn gateways(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let lanes = txn.open_table(LANES)?;
+        let open = txn.open_table(OPEN_ALARMS)?;
+        let mut out: Vec<(String, bool)> = Vec::new();
+        for entry in lanes.iter()? {
+            let gw = entry?.0.value().0.to_string();
+            if out.last().is_some_and(|(g, _)| *g == gw) {
+                continue;
+            }
+            let offline = open
+                .get((gw.as_str(), gw.as_str(), EventKind::GatewayOffline.wire()))?
+                .is_some();
+            out.push((gw, offline));
+        }
         Ok(out)
     }
 
@@ -320,24 +402,100 @@ fn ingest_batch(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<Do
             by_device.insert((e.device.as_str(), n), e.event_id.as_str())?;
         }
     }
-    let mut raised = Vec::new();
-    {
-        let mut alarms = txn.open_table(ALARMS)?;
-        let mut alarm_events = txn.open_table(ALARM_EVENTS)?;
-        for new in &ingested.alarms {
-            // A gap alarm's id names the gap; a redelivered batch must not
-            // raise it twice.
-            if alarm_events.get(new.event_id.as_str())?.is_some() {
-                continue;
-            }
-            let id = next(txn, "alarm")?;
-            let alarm = Alarm::raise(id, new.clone(), now_ms);
+    let mut fx = Effects::default();
+    for new in &ingested.alarms {
+        raise_or_repeat(txn, new, now_ms, &mut fx)?;
+    }
+    for c in &ingested.clears {
+        clear(txn, &c.gateway, &c.device, c.kind, &c.note, now_ms, &mut fx)?;
+    }
+    Ok(Done::Ingested {
+        ingested,
+        raised: fx.raised,
+        repeated: fx.repeated,
+        cleared: fx.cleared,
+    })
+}
+
+/// What raising and clearing did to alarms in one operation.
+#[derive(Default)]
+struct Effects {
+    raised: Vec<Alarm>,
+    repeated: Vec<Alarm>,
+    cleared: Vec<Alarm>,
+}
+
+/// Opens an alarm for `new`, or counts it as a repeat of the alarm of the
+/// same device and kind that is not closed yet. Raises nothing for an
+/// event id that already raised or repeated one (a redelivered batch, a
+/// gap alarm named by its gap).
+fn raise_or_repeat(
+    txn: &WriteTransaction,
+    new: &crate::alarm::NewAlarm,
+    now_ms: u64,
+    fx: &mut Effects,
+) -> Result<(), StoreError> {
+    let mut alarms = txn.open_table(ALARMS)?;
+    let mut alarm_events = txn.open_table(ALARM_EVENTS)?;
+    let mut open = txn.open_table(OPEN_ALARMS)?;
+    if alarm_events.get(new.event_id.as_str())?.is_some() {
+        return Ok(());
+    }
+    let key = (new.gateway.as_str(), new.device.as_str(), new.kind.wire());
+    let open_id = open.get(key)?.map(|v| v.value());
+    if let Some(id) = open_id {
+        let found = alarms
+            .get(id)?
+            .map(|v| from_json::<Alarm>(v.value()))
+            .transpose()?;
+        if let Some(mut alarm) = found.filter(|a| a.takes_repeats()) {
+            alarm.repeat(now_ms);
             alarms.insert(id, to_json(&alarm).as_slice())?;
             alarm_events.insert(new.event_id.as_str(), id)?;
-            raised.push(alarm);
+            fx.repeated.push(alarm);
+            return Ok(());
         }
     }
-    Ok(Done::Ingested { ingested, raised })
+    let id = next(txn, "alarm")?;
+    let alarm = Alarm::raise(id, new.clone(), now_ms);
+    alarms.insert(id, to_json(&alarm).as_slice())?;
+    alarm_events.insert(new.event_id.as_str(), id)?;
+    if alarm.takes_repeats() {
+        open.insert(key, id)?;
+    }
+    fx.raised.push(alarm);
+    Ok(())
+}
+
+/// Closes, as the system, the open alarm of this device and kind.
+fn clear(
+    txn: &WriteTransaction,
+    gateway: &str,
+    device: &str,
+    kind: EventKind,
+    note: &str,
+    now_ms: u64,
+    fx: &mut Effects,
+) -> Result<(), StoreError> {
+    let mut alarms = txn.open_table(ALARMS)?;
+    let mut open = txn.open_table(OPEN_ALARMS)?;
+    let Some(id) = open
+        .remove((gateway, device, kind.wire()))?
+        .map(|v| v.value())
+    else {
+        return Ok(());
+    };
+    let found = alarms
+        .get(id)?
+        .map(|v| from_json::<Alarm>(v.value()))
+        .transpose()?;
+    if let Some(mut alarm) = found {
+        if alarm.clear(note, now_ms).is_some() {
+            alarms.insert(id, to_json(&alarm).as_slice())?;
+            fx.cleared.push(alarm);
+        }
+    }
+    Ok(())
 }
 
 fn act(
@@ -357,6 +515,17 @@ fn act(
         Ok(change) => {
             if change.is_some() {
                 table.insert(id, to_json(&alarm).as_slice())?;
+            }
+            if change == Some(Change::Closed) {
+                let mut open = txn.open_table(OPEN_ALARMS)?;
+                let key = (
+                    alarm.gateway.as_str(),
+                    alarm.device.as_str(),
+                    alarm.kind.wire(),
+                );
+                if open.get(key)?.is_some_and(|v| v.value() == id) {
+                    open.remove(key)?;
+                }
             }
             Ok(Ok((Box::new(alarm), change)))
         }
@@ -480,7 +649,33 @@ impl StoreWriter {
 /// tells the alarm stream.
 fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChange>) {
     match done {
-        Done::Ingested { ingested, raised } => {
+        Done::Supervised {
+            gateway,
+            raised,
+            cleared,
+        } => {
+            for a in raised {
+                metrics.inc("gateways_offline_raised_total", "");
+                tracing::warn!(alarm = a.id, gateway = %gateway, "gateway offline: alarm raised");
+                let _ = changes.send(AlarmChange {
+                    change: Change::New,
+                    alarm: a.clone(),
+                });
+            }
+            for a in cleared {
+                tracing::info!(alarm = a.id, gateway = %gateway, "gateway back: alarm cleared");
+                let _ = changes.send(AlarmChange {
+                    change: Change::Closed,
+                    alarm: a.clone(),
+                });
+            }
+        }
+        Done::Ingested {
+            ingested,
+            raised,
+            repeated,
+            cleared,
+        } => {
             let gw = ingested.gateway.as_str();
             metrics.add("records_stored_total", "", ingested.events.len() as u64);
             if !ingested.duplicates.is_empty() {
@@ -514,6 +709,21 @@ fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChang
                     alarm: a.clone(),
                 });
             }
+            for a in repeated {
+                metrics.inc("alarm_repeats_total", "");
+                tracing::info!(alarm = a.id, kind = %a.kind, gateway = gw, device = %a.device, repeats = a.repeats, "alarm repeated");
+                let _ = changes.send(AlarmChange {
+                    change: Change::Repeated,
+                    alarm: a.clone(),
+                });
+            }
+            for a in cleared {
+                tracing::info!(alarm = a.id, kind = %a.kind, gateway = gw, device = %a.device, "alarm cleared by the system");
+                let _ = changes.send(AlarmChange {
+                    change: Change::Closed,
+                    alarm: a.clone(),
+                });
+            }
         }
         Done::DeadLettered(d) => {
             tracing::debug!(id = d.id, reason = %d.reason, "dead letter kept");
@@ -537,7 +747,6 @@ fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChang
 mod tests {
     use super::*;
     use crate::ingest::tests::{batch, record};
-    use trygg_protocol::EventKind;
 
     #[test]
     fn committed_state_survives_reopening_the_file() {
@@ -582,7 +791,10 @@ mod tests {
         // The same batch after the restart: a duplicate, not a second alarm;
         // the lane high survived too, so no gap either.
         let done = store.commit(vec![Op::Ingest(b)], 30).unwrap();
-        let Done::Ingested { ingested, raised } = &done[0] else {
+        let Done::Ingested {
+            ingested, raised, ..
+        } = &done[0]
+        else {
             panic!("{done:?}")
         };
         assert!(raised.is_empty() && ingested.gaps.is_empty());
@@ -694,5 +906,146 @@ mod tests {
         assert_eq!(letters.len(), 1);
         assert_eq!(letters[0].payload.len(), MAX_DEAD_LETTER_PAYLOAD);
         assert_eq!(letters[0].payload_bytes, 100_000);
+    }
+
+    fn ingested(done: &[Done]) -> (&Vec<Alarm>, &Vec<Alarm>, &Vec<Alarm>) {
+        match &done[0] {
+            Done::Ingested {
+                raised,
+                repeated,
+                cleared,
+                ..
+            } => (raised, repeated, cleared),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeats_of_an_open_alarm_are_counted_on_it_until_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let door = |seq: u64| record(Lane::Alarm, seq, "door-1", seq, EventKind::Wandering);
+        let done = store
+            .commit(vec![Op::Ingest(batch(1, vec![door(1)]))], 10)
+            .unwrap();
+        let id = ingested(&done).0[0].id;
+        // Twenty more from the same door while it is open: one alarm.
+        let more: Vec<_> = (2..=21).map(door).collect();
+        let done = store.commit(vec![Op::Ingest(batch(2, more))], 20).unwrap();
+        let (raised, repeated, _) = ingested(&done);
+        assert!(raised.is_empty());
+        assert_eq!(repeated.last().unwrap().repeats, 20);
+        assert_eq!(store.alarms(None).unwrap().len(), 1);
+        // Every event is still stored.
+        assert_eq!(store.events(Some("door-1"), 100).unwrap().len(), 21);
+        // Another kind from the same device is an alarm of its own.
+        let fall = record(Lane::Alarm, 22, "door-1", 22, EventKind::Fall);
+        let done = store
+            .commit(vec![Op::Ingest(batch(3, vec![fall]))], 25)
+            .unwrap();
+        assert_eq!(ingested(&done).0.len(), 1);
+        // Once closed, the next press opens a new alarm.
+        store
+            .commit(
+                vec![Op::Close {
+                    alarm: id,
+                    by: "kari".into(),
+                    note: Some("door closed".into()),
+                }],
+                30,
+            )
+            .unwrap();
+        let done = store
+            .commit(vec![Op::Ingest(batch(4, vec![door(23)]))], 40)
+            .unwrap();
+        assert_eq!(ingested(&done).0.len(), 1);
+        assert_ne!(ingested(&done).0[0].id, id);
+    }
+
+    #[test]
+    fn device_resumed_clears_the_devices_silent_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let system = |seq: u64, kind| {
+            let mut r = record(Lane::Care, seq, "gw-1", seq, kind);
+            r.subject = Some("button-1".into());
+            r.value = Some(1000.0);
+            r
+        };
+        let done = store
+            .commit(
+                vec![Op::Ingest(batch(
+                    1,
+                    vec![system(1, EventKind::DeviceSilent)],
+                ))],
+                10,
+            )
+            .unwrap();
+        let silent = &ingested(&done).0[0];
+        assert_eq!(silent.device, "button-1", "shown as the silent device's");
+        assert!(silent.detail.as_deref().unwrap().contains("1000 s"));
+        let done = store
+            .commit(
+                vec![Op::Ingest(batch(
+                    2,
+                    vec![system(2, EventKind::DeviceResumed)],
+                ))],
+                20,
+            )
+            .unwrap();
+        let cleared = &ingested(&done).2;
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0].state, AlarmState::Closed);
+        assert_eq!(
+            cleared[0].closed_by.as_deref(),
+            Some(crate::alarm::SYSTEM_ACTOR)
+        );
+        assert!(store.alarms(Some(AlarmState::Open)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn gateway_offline_is_raised_once_and_cleared_when_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridge.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .commit(
+                    vec![Op::Ingest(batch(
+                        1,
+                        vec![record(Lane::Telemetry, 1, "m", 1, EventKind::Motion)],
+                    ))],
+                    5,
+                )
+                .unwrap();
+            assert_eq!(store.gateways().unwrap(), vec![("gw-1".to_string(), false)]);
+            let off = || Op::GatewayOffline {
+                gateway: "gw-1".into(),
+                silent_s: 181,
+            };
+            let done = store.commit(vec![off()], 10).unwrap();
+            let Done::Supervised { raised, .. } = &done[0] else {
+                panic!("{done:?}")
+            };
+            assert_eq!(raised[0].kind, EventKind::GatewayOffline);
+            assert_eq!(raised[0].severity, "yellow");
+            assert_eq!(store.gateways().unwrap(), vec![("gw-1".to_string(), true)]);
+        }
+        // Remembered across a restart, and cleared by the next sign of life.
+        let store = Store::open(&path).unwrap();
+        let done = store
+            .commit(
+                vec![Op::GatewayBack {
+                    gateway: "gw-1".into(),
+                }],
+                20,
+            )
+            .unwrap();
+        let Done::Supervised { cleared, .. } = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(cleared.len(), 1);
+        assert!(store.alarms(Some(AlarmState::Open)).unwrap().is_empty());
+        assert_eq!(store.gateways().unwrap(), vec![("gw-1".to_string(), false)]);
     }
 }

@@ -59,6 +59,8 @@ pub enum UplinkError {
 
 pub struct UplinkSettings {
     pub url: MqttUrl,
+    /// Every gateway heard from is named here, for supervision.
+    pub seen: tokio::sync::mpsc::UnboundedSender<String>,
     /// The CA the broker's certificate must chain to (mqtts:// only).
     pub ca_file: Option<std::path::PathBuf>,
     /// The broker's largest payload, so the client reads what it may send.
@@ -110,7 +112,11 @@ pub async fn run(
                 backoff.reset();
                 metrics.inc("uplink_connects_total", "");
                 tracing::info!(broker = %url, session_present = ack.session_present, "uplink connected");
-                let filters = [contract::BATCH_FILTER, contract::STATUS_FILTER];
+                let filters = [
+                    contract::BATCH_FILTER,
+                    contract::STATUS_FILTER,
+                    contract::HEARTBEAT_FILTER,
+                ];
                 let subs =
                     filters.map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subs) {
@@ -124,7 +130,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                take(publish, &ordered_tx, &writer, &metrics).await?;
+                take(publish, &ordered_tx, &writer, &metrics, &settings.seen).await?;
             }
             Ok(_) => {}
             Err(e) => {
@@ -240,11 +246,26 @@ async fn take(
     ordered: &tokio::sync::mpsc::UnboundedSender<Taken>,
     writer: &StoreWriter,
     metrics: &Arc<Metrics>,
+    seen: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<(), UplinkError> {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if let Some(gw) = contract::gateway_of_topic(&topic, "heartbeat") {
+        let _ = seen.send(gw.to_string());
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
+        return Ok(());
+    }
     if let Some(gw) = contract::gateway_of_topic(&topic, "status") {
         let status = String::from_utf8_lossy(&publish.payload);
         let online = status.trim() == "online";
+        // A retained "online" may be old news; it still starts the clock,
+        // and the period decides.
+        if online {
+            let _ = seen.send(gw.to_string());
+        }
         metrics.set(
             "gateway_online",
             &format!("gateway=\"{gw}\""),
@@ -259,7 +280,10 @@ async fn take(
         return Ok(());
     }
     let checked = match contract::gateway_of_topic(&topic, "batch") {
-        Some(gw) => ingest::check_batch(gw, &publish.payload),
+        Some(gw) => {
+            let _ = seen.send(gw.to_string());
+            ingest::check_batch(gw, &publish.payload)
+        }
         None => Err(ingest::Rejected {
             reason: "unknown_topic",
             message: format!("no batch topic: {topic:?}"),

@@ -77,6 +77,7 @@ pub async fn run_demo(
         api: trygg_bridge::config::ApiConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port))),
         },
+        ..defaults
     };
     let (btx, brx) = tokio::sync::oneshot::channel();
     let bridge = tokio::spawn(trygg_bridge::run(

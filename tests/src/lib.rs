@@ -156,6 +156,7 @@ pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_b
             ..defaults.broker
         },
         api: trygg_bridge::config::ApiConfig { listen: api },
+        ..defaults
     }
 }
 
