@@ -15,6 +15,7 @@ use trygg_uplink::mqtt_url::MqttUrl;
 /// Run everything:   trygg-sim demo
 /// Press a button:   trygg-sim press --device button-1      (while the demo runs)
 /// Measure:          trygg-sim bench
+/// Break things:     trygg-sim chaos --cycles 20             (faults, then a loss check)
 #[derive(Parser)]
 #[command(name = "trygg-sim", version, verbatim_doc_comment)]
 struct Cli {
@@ -128,11 +129,146 @@ enum Command {
         #[arg(long)]
         mosquitto: Option<PathBuf>,
     },
+    /// Inject faults into a running chain and check that nothing was lost.
+    ///
+    /// Runs the backend (trygg-bridge) and a gateway as CHILD PROCESSES of
+    /// this binary, a simulated home in this process, and between the
+    /// gateway's uplink and the backend's broker a TCP proxy it controls.
+    /// Then, at random moments drawn from --seed:
+    ///
+    ///   - SIGKILLs the gateway and the bridge (--cycles times each) and
+    ///     starts them again on the same ports and data; their embedded
+    ///     brokers die and restart with them;
+    ///   - with --device-broker mosquitto, the devices and the gateway meet
+    ///     at a Mosquitto (in memory) that is SIGKILLed and restarted too;
+    ///   - breaks the uplink: cut (connections reset, new ones refused),
+    ///     stall (open but silent), delay (latency), throttle (bytes/s),
+    ///     reset (every connection closed abruptly, once);
+    ///   - fills the gateway's disk: its data directory is a small tmpfs
+    ///     (needs root; skipped, loudly, when it cannot be mounted) that a
+    ///     ballast file fills for a few seconds. The gateway must go on.
+    ///
+    /// The devices (never killed) send telemetry all the time and alarms and
+    /// care events now and then, through the firmware outbox: each keeps an
+    /// event until the gateway's receipt. After the faults the home stops,
+    /// everything heals, and the harness waits until every device outbox
+    /// and the gateway's journal are empty (--drain-timeout). Then it
+    /// checks, from the devices' own records:
+    ///
+    ///   - every event a device got a `committed` or `duplicate` receipt for
+    ///     is stored at the backend exactly once (by event id
+    ///     gateway/device/seq; telemetry the gateway reports dropped by its
+    ///     policy, as `telemetry_dropped`, may be missing up to that count);
+    ///   - one alarm per event that needs one, none twice;
+    ///   - no lane sequence number is missing at the backend without a
+    ///     `sequence_gap` alarm naming it (gap alarms are listed either way);
+    ///   - no valid event was rejected, nothing is stored that no device sent.
+    ///
+    /// One progress line per fault; a summary with counts at the end. Exit
+    /// status 1 if anything was lost, duplicated, left undrained, or a
+    /// service failed to start or stop. A failed run keeps its data and the
+    /// services' logs (gateway.log, bridge.log) and prints a replay line:
+    /// the same seed gives the same faults at the same offsets and the same
+    /// events, though not the same timing of the system under test.
+    ///
+    /// Examples:
+    ///   trygg-sim chaos                                  10 cycles, about a minute
+    ///   trygg-sim chaos --cycles 20 --seed 42
+    ///   trygg-sim chaos --device-broker mosquitto --devices 60 --duration 10m
+    ///   sudo trygg-sim chaos --disk-fills 3               (disk fills need root)
+    ///
+    /// Run it in release mode for long runs: cargo run --release -p trygg-sim -- chaos
+    #[command(verbatim_doc_comment)]
+    Chaos {
+        /// The random seed for faults and events (default: a fresh one,
+        /// printed at the start).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// SIGKILL-and-restart cycles of the gateway, and of the bridge.
+        #[arg(long, default_value_t = 10)]
+        cycles: u32,
+        /// How long the faults go on, e.g. 90s, 10m, 1h [default: 3 s per
+        /// cycle]. The cycles are spread over it.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// A care home of N devices (rooms of button, fall, door, bed,
+        /// motion, dispenser, smoke) instead of the default home of 7.
+        #[arg(long)]
+        devices: Option<usize>,
+        /// Where devices and gateway meet: the gateway's embedded broker, or
+        /// a Mosquitto child that is killed on its own.
+        #[arg(long, value_enum, default_value_t = crate::chaos::DeviceBroker::Embedded)]
+        device_broker: crate::chaos::DeviceBroker,
+        /// Uplink faults [default: --cycles, at least 5: one of each kind].
+        #[arg(long)]
+        link_faults: Option<u32>,
+        /// Mosquitto kills, with --device-broker mosquitto [default:
+        /// --cycles / 2, at least 1].
+        #[arg(long)]
+        broker_restarts: Option<u32>,
+        /// Times the gateway's disk is filled (0: none, no tmpfs).
+        #[arg(long, default_value_t = 1)]
+        disk_fills: u32,
+        /// Size of the gateway's tmpfs, MiB.
+        #[arg(long, default_value_t = 64)]
+        disk_mib: u64,
+        /// Telemetry events per second, over the whole home.
+        #[arg(long, default_value_t = 30.0)]
+        rate: f64,
+        /// Mean seconds between alarms in the home.
+        #[arg(long, default_value_t = 1.0)]
+        alarm_every: f64,
+        /// Mean seconds between care events (medication, technical).
+        #[arg(long, default_value_t = 1.0)]
+        care_every: f64,
+        /// The longest the drain may take after the faults, e.g. 120s.
+        #[arg(long, value_parser = parse_duration, default_value = "120s")]
+        drain_timeout: Duration,
+        /// Keep data and logs here (default: a temporary directory, removed
+        /// after a passing run).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The Mosquitto executable (default: found in the usual places).
+        #[arg(long)]
+        mosquitto: Option<PathBuf>,
+        /// Also write the summary as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Run a gateway from a config file (the chaos harness's child process).
+    #[command(hide = true)]
+    ServeGateway { config_file: PathBuf },
+    /// Run the backend from a config file (the chaos harness's child process).
+    #[command(hide = true)]
+    ServeBridge { config_file: PathBuf },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// Reads `90`, `90s`, `5m` or `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 90s, 5m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: the unit must be s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand)]
@@ -150,7 +286,7 @@ pub fn main() -> anyhow::Result<()> {
                 match cli.command {
                     // The bench's own progress is enough; the services' info
                     // lines (one per alarm) would bury it.
-                    Command::Bench { .. } => {
+                    Command::Bench { .. } | Command::Chaos { .. } => {
                         trygg_uplink::broker::default_log_filter("warn").into()
                     }
                     _ => trygg_uplink::broker::default_log_filter(
@@ -183,6 +319,81 @@ pub fn main() -> anyhow::Result<()> {
                 None,
                 trygg_uplink::shutdown::signal(),
             ))
+        }
+        Command::Chaos {
+            seed,
+            cycles,
+            duration,
+            devices,
+            device_broker,
+            link_faults,
+            broker_restarts,
+            disk_fills,
+            disk_mib,
+            rate,
+            alarm_every,
+            care_every,
+            drain_timeout,
+            data_dir,
+            mosquitto,
+            report,
+        } => {
+            let opts = crate::chaos::ChaosOptions {
+                seed,
+                cycles,
+                duration,
+                devices,
+                device_broker,
+                link_faults,
+                broker_restarts,
+                disk_fills,
+                disk_mib,
+                pace: crate::chaos::workload::Pace {
+                    telemetry_per_s: rate,
+                    alarm_every_s: alarm_every,
+                    care_every_s: care_every,
+                },
+                drain_timeout,
+                data_dir,
+                mosquitto,
+                report,
+            };
+            let report = tokio::runtime::Runtime::new()?.block_on(crate::chaos::run_chaos(opts))?;
+            if !report.passed() {
+                // The summary above says what and how to replay it.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::ServeGateway { config_file } => {
+            let config = trygg_gateway::Config::load(&config_file)?;
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel::<trygg_gateway::Ready>();
+                let printer = tokio::spawn(async move {
+                    if let Ok(r) = rx.await {
+                        println!(
+                            "trygg-gateway ready: device-broker={} local-api=http://{}",
+                            r.device_broker, r.local_api
+                        );
+                    }
+                });
+                trygg_gateway::run(config, Some(tx), trygg_uplink::shutdown::signal()).await?;
+                let _ = printer.await;
+                anyhow::Ok(())
+            })
+        }
+        Command::ServeBridge { config_file } => {
+            let config = trygg_bridge::Config::load(&config_file)?;
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    if let Ok(ready) = rx.await {
+                        println!("{ready}");
+                    }
+                });
+                trygg_bridge::run(config, Some(tx), trygg_uplink::shutdown::signal()).await?;
+                anyhow::Ok(())
+            })
         }
         Command::Press {
             device,

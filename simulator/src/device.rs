@@ -6,14 +6,14 @@
 //! the ground truth the end-to-end tests and the chaos harness compare the
 //! backend against.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, Notify};
 use trygg_firmware::Outbox;
-use trygg_protocol::{topic, DeviceEvent, EventKind, Heartbeat, Receipt, ReceiptStatus};
+use trygg_protocol::{topic, DeviceEvent, EventKind, Heartbeat, Lane, Receipt, ReceiptStatus};
 use trygg_uplink::mqtt_url::MqttUrl;
 
 /// Events a simulated device holds until receipted.
@@ -28,6 +28,15 @@ pub struct DeviceLog {
     pub receipts: BTreeMap<u64, (ReceiptStatus, Duration)>,
     /// Events the outbox refused because it was full.
     pub refused: u64,
+    /// Their seqs: never sent, so never receipted.
+    pub refused_seqs: BTreeSet<u64>,
+    /// Events a full outbox evicted to make room for a more important one
+    /// (the firmware's rule: the oldest of the least important lane).
+    pub evicted: BTreeSet<u64>,
+    /// Why the gateway rejected an event, by seq.
+    pub rejections: BTreeMap<u64, String>,
+    /// Every `duplicate` receipt that arrived, the first for its seq or not.
+    pub duplicate_receipts: u64,
 }
 
 impl DeviceLog {
@@ -40,10 +49,15 @@ impl DeviceLog {
             .collect()
     }
 
+    /// Events still in the outbox: sent, not receipted, not given up.
     pub fn unreceipted(&self) -> usize {
         self.sent
             .keys()
-            .filter(|s| !self.receipts.contains_key(s))
+            .filter(|s| {
+                !self.receipts.contains_key(s)
+                    && !self.refused_seqs.contains(s)
+                    && !self.evicted.contains(s)
+            })
             .count()
     }
 }
@@ -132,6 +146,16 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The event a full outbox evicts for a newcomer of `lane`, by the
+/// firmware's rule (`Outbox::push`): of the events in a less important lane
+/// than the newcomer's, the oldest of the least important lane.
+fn eviction_victim(held: &BTreeMap<u64, (Instant, Lane)>, lane: Lane) -> Option<u64> {
+    held.iter()
+        .filter(|(_, (_, l))| *l > lane)
+        .max_by_key(|(seq, (_, l))| (*l, std::cmp::Reverse(**seq)))
+        .map(|(seq, _)| *seq)
+}
+
 /// Starts a simulated device connected to `broker`.
 ///
 /// Its sequence numbers start at the current Unix time in milliseconds, so
@@ -194,7 +218,8 @@ pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration
         let started = Instant::now();
         let now = || started.elapsed().as_millis() as u64;
         let mut outbox: Box<Outbox<OUTBOX_CAPACITY>> = Box::new(Outbox::new(1000, 8000));
-        let mut pushed_at: BTreeMap<u64, Instant> = BTreeMap::new();
+        // What the outbox holds, by seq (= push order): when, which lane.
+        let mut pushed_at: BTreeMap<u64, (Instant, Lane)> = BTreeMap::new();
         let mut next_seq = unix_ms();
         let evt_topic = topic::device_topic(&id, "evt").to_string();
         let hb_topic = topic::device_topic(&id, "hb").to_string();
@@ -211,10 +236,19 @@ pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration
                         let ev = DeviceEvent { seq, kind, ts: Some(unix_ms() / 1000), battery: Some(90), value };
                         let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
                         l.sent.insert(seq, kind);
+                        let evicted_before = outbox.evicted();
                         if outbox.push(ev, now()).is_err() {
                             l.refused += 1;
+                            l.refused_seqs.insert(seq);
                         } else {
-                            pushed_at.insert(seq, Instant::now());
+                            if outbox.evicted() > evicted_before {
+                                // The outbox does not say which; its rule does.
+                                if let Some(victim) = eviction_victim(&pushed_at, kind.lane()) {
+                                    pushed_at.remove(&victim);
+                                    l.evicted.insert(victim);
+                                }
+                            }
+                            pushed_at.insert(seq, (Instant::now(), kind.lane()));
                         }
                     }
                     None => break,
@@ -226,9 +260,17 @@ pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration
                     }
                     Some(Some(payload)) => {
                         if let Ok(r) = Receipt::decode(&payload) {
+                            let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                            if r.status == ReceiptStatus::Duplicate && l.sent.contains_key(&r.seq) {
+                                l.duplicate_receipts += 1;
+                            }
                             if outbox.on_receipt(r.seq).is_some() {
-                                let took = pushed_at.remove(&r.seq).map(|t| t.elapsed()).unwrap_or_default();
-                                log.lock().unwrap_or_else(|e| e.into_inner()).receipts.entry(r.seq).or_insert((r.status, took));
+                                let took = pushed_at.remove(&r.seq).map(|(t, _)| t.elapsed()).unwrap_or_default();
+                                l.receipts.entry(r.seq).or_insert((r.status, took));
+                                if r.status == ReceiptStatus::Rejected {
+                                    l.rejections.insert(r.seq, r.reason.unwrap_or("").to_string());
+                                }
+                                drop(l);
                                 receipt.notify_waiters();
                             }
                         }
