@@ -292,7 +292,9 @@ pub async fn run(
     ));
 
     // Take input until shutdown.
+    let subscribed = CancellationToken::new();
     let ingest = {
+        let subscribed = subscribed.clone();
         let cancel = cancel.clone();
         let shared = shared.clone();
         let local = local.clone();
@@ -327,6 +329,7 @@ pub async fn run(
                             let _ = local.subscribe(filter, QoS::AtLeastOnce).await;
                         }
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.cancel(),
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         // Once shutdown began nothing more is taken or acked:
                         // the broker keeps it for the next session.
@@ -356,18 +359,28 @@ pub async fn run(
         })
     };
 
-    if let Some(ready) = ready {
-        let _ = ready.send(Ready {
-            device_broker: device_broker.clone(),
-            local_api,
+    // Ready means taking events: subscribed at the device broker. (A
+    // message published before the subscription would find no one.)
+    tokio::pin!(shutdown);
+    let mut stopping = tokio::select! {
+        _ = subscribed.cancelled() => None,
+        _ = &mut shutdown => Some(false),
+        _ = journal_stopped.cancelled() => Some(true),
+    };
+    if stopping.is_none() {
+        if let Some(ready) = ready {
+            let _ = ready.send(Ready {
+                device_broker: device_broker.clone(),
+                local_api,
+            });
+        }
+        tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
+        stopping = Some(tokio::select! {
+            _ = &mut shutdown => false,
+            _ = journal_stopped.cancelled() => true,
         });
     }
-    tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
-
-    let journal_failed = tokio::select! {
-        _ = shutdown => false,
-        _ = journal_stopped.cancelled() => true,
-    };
+    let journal_failed = stopping == Some(true);
     if journal_failed {
         tracing::error!(
             "the journal stopped unexpectedly; stopping the gateway so that it is restarted"

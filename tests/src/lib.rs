@@ -161,11 +161,20 @@ pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_b
 }
 
 pub async fn start_backend(dir: &Path) -> InProcessBackend {
-    let config = bridge_config(
+    start_backend_with(dir, |_| {}).await
+}
+
+/// A backend with some of its config changed by `tune`.
+pub async fn start_backend_with(
+    dir: &Path,
+    tune: impl FnOnce(&mut trygg_bridge::Config),
+) -> InProcessBackend {
+    let mut config = bridge_config(
         dir,
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     );
+    tune(&mut config);
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(trygg_bridge::run(

@@ -134,10 +134,19 @@ async fn events_buffered_during_a_backend_outage_arrive_once_and_alarms_first() 
         "a care event arrived after telemetry"
     );
     let open = api.alarms("open").await;
+    let presses: Vec<_> = open
+        .iter()
+        .filter(|a| a["kind"] == "button_press")
+        .collect();
     assert_eq!(
-        open.iter().filter(|a| a["kind"] == "button_press").count(),
+        presses.len(),
+        1,
+        "presses of one button while its alarm is open make one alarm"
+    );
+    assert_eq!(
+        presses[0]["repeats"].as_u64().unwrap() + 1,
         6,
-        "one alarm per press, none twice"
+        "every press counted on it, none twice"
     );
     assert!(
         open.iter().all(|a| a["kind"] != "sequence_gap"),
