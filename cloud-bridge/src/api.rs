@@ -157,7 +157,24 @@ async fn list_alarms(
             )
         })?),
     };
-    let alarms = read(&s.store, move |st| st.alarms(state)).await?;
+    // Care alarms (alarm and medication) and technical ones (device
+    // silent, gateway offline, battery, tamper, power, gaps) are shown
+    // apart: `group=care` or `group=technical`.
+    let group = match q.get("group").map(String::as_str) {
+        None => None,
+        Some("care") => Some(false),
+        Some("technical") => Some(true),
+        Some(v) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("group {v:?} is not care or technical"),
+            ))
+        }
+    };
+    let mut alarms = read(&s.store, move |st| st.alarms(state)).await?;
+    if let Some(technical) = group {
+        alarms.retain(|a| (a.category == "technical") == technical);
+    }
     Ok(Json(json!({ "alarms": alarms })))
 }
 

@@ -69,6 +69,44 @@ async fn a_silent_device_raises_device_silent_and_its_next_message_clears_it() {
     );
     assert_eq!(silent["room"], "hallway");
     assert_eq!(silent["label_nb"], "Enhet taus");
+    // Low battery, tamper and power failure are technical alarms too, and
+    // the API shows technical alarms apart from care alarms.
+    let mut seq = 0;
+    for kind in ["battery_low", "tamper", "power_failure", "button_press"] {
+        seq += 1;
+        dev.publish(
+            "trygg/v1/dev/button-1/evt",
+            format!(r#"{{"v":1,"seq":{seq},"kind":"{kind}"}}"#),
+        )
+        .await;
+    }
+    let technical = eventually(Duration::from_secs(10), "four technical alarms", || {
+        let api = backend.api.clone();
+        async move {
+            let list = api.get("/api/v1/alarms?group=technical").await["alarms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (list.len() == 4).then_some(list)
+        }
+    })
+    .await;
+    let mut kinds: Vec<&str> = technical
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec!["battery_low", "device_silent", "power_failure", "tamper"]
+    );
+    let care = backend.api.get("/api/v1/alarms?group=care").await["alarms"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    assert_eq!(care.len(), 1);
+    assert_eq!(care[0]["kind"], "button_press");
+
     let status = gateway.local_api.get("/api/v1/status").await;
     assert_eq!(status["devices_silent"], serde_json::json!(["door-1"]));
 
@@ -93,12 +131,13 @@ async fn a_silent_device_raises_device_silent_and_its_next_message_clears_it() {
         .filter(|e| e["kind"] == "device_resumed")
         .collect();
     assert_eq!(resumed.len(), 1, "{resumed:?}");
-    // Nobody else was supervised, so nothing else was raised.
+    // Nobody else was supervised, so no other device went silent.
     assert!(backend
         .api
         .all_alarms()
         .await
         .iter()
+        .filter(|a| a["kind"] == "device_silent")
         .all(|a| a["device"] == "door-1"));
 }
 
