@@ -166,3 +166,134 @@ proptest! {
         prop_assert_eq!(&r.outcomes, &vec![Outcome::Committed { lane: Lane::Alarm, seq: model.next[0] }]);
     }
 }
+
+/// With a size limit: alarms and care events are never lost, telemetry
+/// leaves only oldest first and only as counted, the byte count kept with
+/// the records matches the records through crashes and restarts, and
+/// telemetry never eats into the alarms' reserve.
+mod limited {
+    use super::*;
+    use trygg_gateway::journal::{Policy, WhenFull};
+
+    const MAX: u64 = 3000;
+    const RESERVE: u64 = 1000;
+
+    fn policy() -> Policy {
+        Policy {
+            source_id: "gw-model".into(),
+            max_bytes: Some(MAX),
+            alarm_reserve_bytes: RESERVE,
+            when_full: WhenFull::DropOldest,
+            telemetry_max_age_ms: None,
+            // Never due: no report records to tell apart in this model.
+            drop_report_every_ms: u64::MAX,
+        }
+    }
+
+    fn open(path: &std::path::Path) -> Journal {
+        let mut j = Journal::open(path).unwrap();
+        j.set_policy(policy());
+        j
+    }
+
+    fn pending(journal: &Journal, lane: Lane) -> Vec<(String, u64)> {
+        journal
+            .reader()
+            .read_after(lane, 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let r: trygg_uplink::Record = serde_json::from_slice(&p.json).unwrap();
+                (r.device, r.device_seq)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn alarms_are_never_lost_and_telemetry_goes_oldest_first(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut path = dir.path().join("journal-0.redb");
+            let mut journal = open(&path);
+            // Per lane, what must be pending, oldest first.
+            let mut lanes: [VecDeque<(String, u64)>; 3] = Default::default();
+            let mut next_seq = 1u64;
+            let mut generation = 0;
+            for op in ops {
+                match op {
+                    Op::Append(events) => {
+                        let mut group = Group::default();
+                        for (d, kind) in &events {
+                            group.events.push(event(&format!("dev-{d}"), next_seq, *kind));
+                            next_seq += 1;
+                        }
+                        let result = journal.apply(&group).unwrap();
+                        let mut refused = 0u64;
+                        for (e, outcome) in group.events.iter().zip(&result.outcomes) {
+                            let lane = e.event.kind.lane();
+                            match outcome {
+                                Outcome::Committed { .. } => {
+                                    lanes[lane.index()].push_back((e.device.clone(), e.event.seq));
+                                }
+                                // Care events fill what telemetry may use and
+                                // no older telemetry is left: the new one goes.
+                                Outcome::Refused => {
+                                    prop_assert_eq!(lane, Lane::Telemetry, "only telemetry is ever refused");
+                                    refused += 1;
+                                }
+                                other => prop_assert!(false, "{:?}", other),
+                            }
+                        }
+                        // Drops come off the front of the telemetry queue:
+                        // the oldest go, and exactly as many as counted.
+                        let got = pending(&journal, Lane::Telemetry);
+                        let t = &mut lanes[Lane::Telemetry.index()];
+                        let dropped = t.len() - got.len();
+                        prop_assert_eq!(dropped as u64 + refused, result.dropped_limit);
+                        t.drain(..dropped);
+                    }
+                    Op::Resend(_, _) => {}
+                    Op::Receipt(lane, n) => {
+                        let all = journal.reader().read_after(lane, 0, n).unwrap();
+                        let Some(last) = all.last() else { continue };
+                        let first = all[0].seq;
+                        let group = Group { receipted: vec![SeqRange { lane, first, last: last.seq }], ..Group::default() };
+                        let result = journal.apply(&group).unwrap();
+                        lanes[lane.index()].drain(..result.deleted as usize);
+                    }
+                    Op::Crash => {
+                        generation += 1;
+                        let copy = dir.path().join(format!("journal-{generation}.redb"));
+                        std::fs::copy(&path, &copy).unwrap();
+                        drop(journal);
+                        path = copy;
+                        journal = open(&path);
+                    }
+                    Op::Restart => {
+                        drop(journal);
+                        journal = open(&path);
+                    }
+                }
+                for lane in Lane::ALL {
+                    prop_assert_eq!(
+                        pending(&journal, lane),
+                        lanes[lane.index()].iter().cloned().collect::<Vec<_>>(),
+                        "lane {}", lane
+                    );
+                }
+                // The byte count kept with the records is the records' size.
+                let bytes = journal.reader().pending_bytes().unwrap();
+                for lane in Lane::ALL {
+                    let real: u64 = journal.reader().read_after(lane, 0, usize::MAX).unwrap().iter().map(|p| p.json.len() as u64).sum();
+                    prop_assert_eq!(bytes[lane.index()], real, "bytes of lane {}", lane);
+                }
+                // Telemetry never takes the alarms' reserve.
+                if !lanes[Lane::Telemetry.index()].is_empty() {
+                    prop_assert!(bytes[1] + bytes[2] <= MAX - RESERVE, "{:?}", bytes);
+                }
+            }
+        }
+    }
+}
