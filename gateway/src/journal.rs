@@ -278,6 +278,7 @@ pub struct Journal {
     policy: Policy,
     last_drop_report_ms: u64,
     disk_full: bool,
+    squeeze: bool,
     reserve_bytes: u64,
 }
 
@@ -300,6 +301,7 @@ impl Journal {
             policy: Policy::default(),
             last_drop_report_ms: 0,
             disk_full: false,
+            squeeze: false,
             reserve_bytes: 0,
         })
     }
@@ -353,11 +355,17 @@ impl Journal {
 
     /// Deletes the reserve file, giving its space to the journal. Returns
     /// whether there was one. From now on, until [`Journal::ensure_reserve`]
-    /// succeeds again, telemetry is deferred (see [`Outcome::Deferred`]) and
-    /// the oldest telemetry is dropped to make room for alarms.
+    /// succeeds again, telemetry is deferred (see [`Outcome::Deferred`]).
     pub fn release_reserve(&mut self) -> bool {
         self.disk_full = true;
         std::fs::remove_file(self.reserve_path()).is_ok()
+    }
+
+    /// The disk is full even without the reserve: the next commit first
+    /// drops the oldest telemetry (up to 1024 records) to free pages for
+    /// what matters more.
+    pub fn squeeze(&mut self) {
+        self.squeeze = true;
     }
 
     /// Tries to take the disk reserve back (after a full disk).
@@ -620,10 +628,10 @@ impl Journal {
                     seq: record.seq,
                 });
             }
-            // While the disk is full, the oldest telemetry makes way for
-            // what is still taken.
-            if self.disk_full {
-                let (n, freed) = pop_oldest(&mut lanes[Lane::Telemetry.index()], 256, u64::MAX)?;
+            // The disk is full even without the reserve: the oldest
+            // telemetry makes way for what is still taken.
+            if self.squeeze {
+                let (n, freed) = pop_oldest(&mut lanes[Lane::Telemetry.index()], 1024, u64::MAX)?;
                 room.dropped_limit += n;
                 room.bytes[Lane::Telemetry.index()] -=
                     freed.min(room.bytes[Lane::Telemetry.index()]);
@@ -743,6 +751,7 @@ impl Journal {
         if drop_reported {
             self.last_drop_report_ms = now;
         }
+        self.squeeze = false;
         Ok(result)
     }
 }
@@ -1454,6 +1463,15 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            r.dropped_limit, 0,
+            "nothing dropped while the reserve lasts"
+        );
+        // Full even so: the oldest telemetry makes room.
+        j.squeeze();
+        let r = j
+            .apply(&group(vec![ev("b", 2, EventKind::ButtonPress)]))
+            .unwrap();
         assert_eq!(r.dropped_limit, 1, "the oldest telemetry made room");
         assert!(j.retake_reserve());
         assert!(!j.disk_full());

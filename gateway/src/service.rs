@@ -516,7 +516,11 @@ fn journal_loop(
                 Err(e) => {
                     // Nothing of this group is acknowledged; devices and the
                     // broker keep their copies. Reopen (redb refuses every
-                    // write after an I/O error until then) and try again.
+                    // write after an I/O error until then) and try again;
+                    // with the disk still full, telemetry makes room first.
+                    if e.is_disk_full() {
+                        journal.squeeze();
+                    }
                     tracing::error!(error = %e, events = group.events.len(), "journal commit failed; nothing of it was acknowledged; retrying in 1 s (is the disk full?)");
                     metrics.inc("journal_commit_failures_total", "");
                     set_journal_error(shared, Some(e.to_string()));
