@@ -358,7 +358,20 @@ pub fn main() -> anyhow::Result<()> {
                 mosquitto,
                 report,
             };
-            let report = tokio::runtime::Runtime::new()?.block_on(crate::chaos::run_chaos(opts))?;
+            // Ctrl-C drops the run: its children are killed and the tmpfs
+            // unmounted as the runtime goes.
+            let rt = tokio::runtime::Runtime::new()?;
+            let outcome = rt.block_on(async {
+                tokio::select! {
+                    r = crate::chaos::run_chaos(opts) => Some(r),
+                    _ = trygg_uplink::shutdown::signal() => None,
+                }
+            });
+            drop(rt);
+            let Some(report) = outcome else {
+                anyhow::bail!("interrupted; nothing was checked");
+            };
+            let report = report?;
             if !report.passed() {
                 // The summary above says what and how to replay it.
                 std::process::exit(1);

@@ -52,8 +52,15 @@ use workload::{Pace, Workload};
 pub const GATEWAY_ID: &str = "gw-chaos-1";
 /// The most events the backend API lists at once (`MAX_EVENT_LIMIT`).
 const API_EVENT_LIMIT: usize = trygg_bridge::api::MAX_EVENT_LIMIT;
+/// Telemetry events the home sends at once while the gateway's disk is
+/// full: the journal must grow then, so the fill bites (with a quiet home
+/// the journal reuses its own free pages and never notices a full disk).
+const DISK_BURST: usize = 1500;
+/// The gateway's uplink receipt timeout in chaos runs (a home's default is
+/// 15 s): stalls outlast it.
+const RECEIPT_TIMEOUT_S: u64 = 5;
 /// How long a service may take to start.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which broker the devices and the gateway meet at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +113,7 @@ impl ChaosOptions {
             },
             link_faults: self.link_faults.unwrap_or(self.cycles.max(5)),
             disk_fills: if disk_ok { self.disk_fills } else { 0 },
+            receipt_timeout: Duration::from_secs(RECEIPT_TIMEOUT_S),
         }
     }
 }
@@ -207,6 +215,13 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let temp;
     let base = match &o.data_dir {
         Some(d) => {
+            // Old events at the backend would read as events no device sent.
+            if std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()) {
+                anyhow::bail!(
+                    "--data-dir {} is not empty: give a new or empty directory (a backend with events from another run cannot be checked)",
+                    d.display()
+                );
+            }
             std::fs::create_dir_all(d)?;
             temp = None;
             d.canonicalize()?
@@ -259,7 +274,7 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     gw.uplink.ca_file = pki.ca_cert.clone();
     // Sooner re-sends after a stall, and drops reported at once, so the
     // drain does not wait on the defaults meant for a home.
-    gw.uplink.receipt_timeout_s = 5;
+    gw.uplink.receipt_timeout_s = RECEIPT_TIMEOUT_S;
     gw.journal.drop_report_s = 1;
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_api));
     gw.devices = devices.clone();
@@ -406,6 +421,7 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         ctx.clone(),
         http.clone(),
         local_base.clone(),
+        (home.clone(), seed),
     ));
     for d in &done {
         d.cancelled().await;
@@ -703,6 +719,7 @@ async fn disk_actor(
     ctx: Arc<Ctx>,
     http: reqwest::Client,
     local_base: String,
+    (home, seed): (Workload, u64),
 ) {
     let Some(disk) = disk else { return };
     let n = steps.len();
@@ -729,13 +746,14 @@ async fn disk_actor(
             t.ballast_bytes = t.ballast_bytes.max(bytes);
         }
         ctx.say(format!(
-            "disk: the gateway's {} MiB disk filled ({:.1} MiB ballast) for {:.1} s ({}/{n})",
+            "disk: the gateway's {} MiB disk filled ({:.1} MiB ballast) for {:.1} s, and a burst of {DISK_BURST} telemetry events ({}/{n})",
             disk.size_mib,
             bytes as f64 / (1 << 20) as f64,
             lasts.as_secs_f64(),
             i + 1
         ));
         let until = Instant::now() + lasts;
+        home.burst(DISK_BURST, seed ^ (3000 + i as u64)).await;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let health = http.get(format!("{local_base}/healthz")).send().await;

@@ -86,6 +86,10 @@ pub struct PlanOptions {
     pub mosquitto_kills: u32,
     pub link_faults: u32,
     pub disk_fills: u32,
+    /// The gateway's uplink receipt timeout: a stall outlasts it, so that
+    /// the gateway sends again what the backend may already hold (and the
+    /// backend's deduplication has work to do).
+    pub receipt_timeout: Duration,
 }
 
 /// The schedule, one list per target, each sorted by time.
@@ -191,11 +195,16 @@ pub fn plan(seed: u64, o: &PlanOptions) -> Plan {
         .collect();
     faults.shuffle(&mut rng);
     let mut next = faults.into_iter();
+    let receipt_timeout = o.receipt_timeout;
     plan.link = spread(&mut rng, o.link_faults, o.phase, |r, slot| {
         let fault = next.next().unwrap_or(LinkFault::Cut);
         let hi = (slot.as_secs_f64() * 0.6).clamp(0.2, 4.0);
         let lasts = match fault {
             LinkFault::Reset => Duration::ZERO,
+            LinkFault::Stall => {
+                let t = receipt_timeout.as_secs_f64();
+                secs(r, t * 1.1, t * 1.6)
+            }
             _ => secs(r, hi * 0.25, hi),
         };
         Fault::Link { fault, lasts }
@@ -222,6 +231,7 @@ mod tests {
             mosquitto_kills: 5,
             link_faults: 12,
             disk_fills: 2,
+            receipt_timeout: Duration::from_secs(5),
         }
     }
 
@@ -273,6 +283,19 @@ mod tests {
             })
             .collect();
         assert_eq!(names.len(), 5, "{names:?}");
+    }
+
+    #[test]
+    fn a_stall_outlasts_the_receipt_timeout() {
+        for s in plan(13, &options()).link {
+            if let Fault::Link {
+                fault: LinkFault::Stall,
+                lasts,
+            } = s.fault
+            {
+                assert!(lasts > Duration::from_secs(5), "{lasts:?}");
+            }
+        }
     }
 
     #[test]

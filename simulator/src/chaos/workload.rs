@@ -122,6 +122,7 @@ fn exp_wait(rng: &mut StdRng, mean_s: f64) -> Duration {
 }
 
 /// The running devices; their generators stop with the token.
+#[derive(Clone)]
 pub struct Workload {
     pub devices: Vec<(Device, DeviceHandle)>,
 }
@@ -200,6 +201,30 @@ impl Workload {
             });
         }
         Workload { devices: handles }
+    }
+
+    /// Sends `n` telemetry events at once, spread over the devices that
+    /// send telemetry; returns how many were queued.
+    pub async fn burst(&self, n: usize, seed: u64) -> usize {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut toggle = false;
+        let talkers: Vec<&(Device, DeviceHandle)> = self
+            .devices
+            .iter()
+            .filter(|(d, _)| telemetry(d.device_type, &mut rng, &mut false).is_some())
+            .collect();
+        let mut sent = 0;
+        for i in 0..n {
+            let Some((d, h)) = talkers.get(i % talkers.len().max(1)) else {
+                break;
+            };
+            if let Some((kind, value)) = telemetry(d.device_type, &mut rng, &mut toggle) {
+                if h.emit_value(kind, value).await.is_some() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 }
 
