@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -366,8 +367,8 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let monitor = tokio::spawn(monitor(
         ctx.clone(),
         http.clone(),
-        local_base.clone(),
-        api_base.clone(),
+        (local_base.clone(), gateway.life()),
+        (api_base.clone(), bridge.life()),
         cancel.clone(),
     ));
     let status = tokio::spawn(status_lines(
@@ -795,38 +796,47 @@ async fn journal_pending(http: &reqwest::Client, local_base: &str) -> Option<u64
 async fn monitor(
     ctx: Arc<Ctx>,
     http: reqwest::Client,
-    local_base: String,
-    api_base: String,
+    (local_base, gw_life): (String, Arc<AtomicU32>),
+    (api_base, br_life): (String, Arc<AtomicU32>),
     cancel: CancellationToken,
 ) {
     use trygg_uplink::metrics::read;
+    // A read counts for a life of the process only if it did not restart
+    // while the read was made.
+    let same_life = |life: &AtomicU32, before: u32| {
+        let now = life.load(Ordering::SeqCst);
+        (now == before).then_some(now)
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        let gw_before = gw_life.load(Ordering::SeqCst);
         let gw = metrics_text(&http, &format!("{local_base}/metrics")).await;
         let status: Option<Value> =
             match http.get(format!("{local_base}/api/v1/status")).send().await {
                 Ok(r) => r.json().await.ok(),
                 Err(_) => None,
             };
+        let gw_read = gw.zip(same_life(&gw_life, gw_before));
+        let br_before = br_life.load(Ordering::SeqCst);
         let br = metrics_text(&http, &format!("{api_base}/metrics")).await;
-        let mut o = ctx.observed();
-        if let Some(t) = gw {
-            o.gw_duplicates
-                .observe(read(&t, "device_events_duplicate_total", ""));
-            o.gw_commit_failures
-                .observe(read(&t, "journal_commit_failures_total", ""));
-            o.gw_disk_full
-                .observe(read(&t, "journal_disk_full_total", ""));
-            o.gw_deferred
-                .observe(read(&t, "journal_telemetry_deferred_total", ""));
-            o.gw_dropped
-                .observe(read(&t, "journal_telemetry_dropped_total", ""));
-            o.gw_resends.observe(read(&t, "uplink_resends_total", ""));
-            o.gw_set_aside
-                .observe(read(&t, "journal_set_aside_total", ""));
+        let br_read = br.zip(same_life(&br_life, br_before));
+        let mut guard = ctx.observed();
+        let o = &mut *guard;
+        if let Some((t, l)) = gw_read {
+            for (counter, name) in [
+                (&mut o.gw_duplicates, "device_events_duplicate_total"),
+                (&mut o.gw_commit_failures, "journal_commit_failures_total"),
+                (&mut o.gw_disk_full, "journal_disk_full_total"),
+                (&mut o.gw_deferred, "journal_telemetry_deferred_total"),
+                (&mut o.gw_dropped, "journal_telemetry_dropped_total"),
+                (&mut o.gw_resends, "uplink_resends_total"),
+                (&mut o.gw_set_aside, "journal_set_aside_total"),
+            ] {
+                counter.observe(l, read(&t, name, ""));
+            }
         }
         if let Some(s) = status {
             let p = &s["journal_pending"];
@@ -842,11 +852,14 @@ async fn monitor(
         } else {
             o.journal_pending = None;
         }
-        if let Some(t) = br {
-            o.br_duplicates
-                .observe(read(&t, "records_duplicate_total", ""));
-            o.br_stored.observe(read(&t, "records_stored_total", ""));
-            o.br_gaps.observe(read(&t, "sequence_gaps_total", ""));
+        if let Some((t, l)) = br_read {
+            for (counter, name) in [
+                (&mut o.br_duplicates, "records_duplicate_total"),
+                (&mut o.br_stored, "records_stored_total"),
+                (&mut o.br_gaps, "sequence_gaps_total"),
+            ] {
+                counter.observe(l, read(&t, name, ""));
+            }
         }
     }
 }

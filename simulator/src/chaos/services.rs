@@ -35,6 +35,9 @@ pub struct Service {
     pub ready_line: String,
     pub starts: u32,
     pub kills: u32,
+    /// Bumped on each successful start: which life of the process a
+    /// metric read belongs to.
+    life: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Service {
@@ -55,7 +58,13 @@ impl Service {
             ready_line: String::new(),
             starts: 0,
             kills: 0,
+            life: Default::default(),
         }
+    }
+
+    /// The number of the running process's life, shared.
+    pub fn life(&self) -> std::sync::Arc<std::sync::atomic::AtomicU32> {
+        self.life.clone()
     }
 
     /// Starts it and waits until it is ready; returns how long that took.
@@ -112,6 +121,7 @@ impl Service {
         match ready {
             Ok(Some(line)) => {
                 self.ready_line = line;
+                self.life.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 // Keep stdout drained (into the log) so the child never
                 // blocks on a full pipe.
                 tokio::spawn(async move {
@@ -329,15 +339,19 @@ impl Drop for SmallDisk {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LifetimeCounter {
     before: f64,
+    life: u32,
     last: f64,
 }
 
 impl LifetimeCounter {
-    pub fn observe(&mut self, value: f64) {
-        if value < self.last {
+    /// A value read from the process's `life`-th start ([`Service::life`]).
+    pub fn observe(&mut self, life: u32, value: f64) {
+        if life != self.life {
             self.before += self.last;
+            self.life = life;
+            self.last = 0.0;
         }
-        self.last = value;
+        self.last = self.last.max(value);
     }
 
     pub fn total(&self) -> u64 {
@@ -352,10 +366,11 @@ mod tests {
     #[test]
     fn a_lifetime_counter_adds_up_the_lives_of_a_restarted_process() {
         let mut c = LifetimeCounter::default();
-        for v in [1.0, 5.0, 7.0, 2.0, 3.0, 0.0, 4.0] {
-            c.observe(v);
+        // A new life may start higher than the last one ended.
+        for (life, v) in [(1, 1.0), (1, 5.0), (1, 7.0), (2, 9.0), (2, 10.0), (3, 4.0)] {
+            c.observe(life, v);
         }
-        assert_eq!(c.total(), 7 + 3 + 4);
+        assert_eq!(c.total(), 7 + 10 + 4);
     }
 
     #[test]
