@@ -146,7 +146,8 @@ enum Command {
     ///     reset (every connection closed abruptly, once);
     ///   - fills the gateway's disk: its data directory is a small tmpfs
     ///     (needs root; skipped, loudly, when it cannot be mounted) that a
-    ///     ballast file fills for a few seconds. The gateway must go on.
+    ///     ballast file fills for a few seconds while the home sends a
+    ///     burst of telemetry. The gateway must go on.
     ///
     /// The devices (never killed) send telemetry all the time and alarms and
     /// care events now and then, through the firmware outbox: each keeps an
@@ -159,7 +160,8 @@ enum Command {
     ///     is stored at the backend exactly once (by event id
     ///     gateway/device/seq; telemetry the gateway reports dropped by its
     ///     policy, as `telemetry_dropped`, may be missing up to that count);
-    ///   - one alarm per event that needs one, none twice;
+    ///   - every event that needs handling is shown once: as its own alarm
+    ///     or as a repeat on the open alarm of its device and kind;
     ///   - no lane sequence number is missing at the backend without a
     ///     `sequence_gap` alarm naming it (gap alarms are listed either way);
     ///   - no valid event was rejected, nothing is stored that no device sent.
@@ -172,7 +174,7 @@ enum Command {
     /// events, though not the same timing of the system under test.
     ///
     /// Examples:
-    ///   trygg-sim chaos                                  10 cycles, about a minute
+    ///   trygg-sim chaos                                  10 cycles, about 40 s
     ///   trygg-sim chaos --cycles 20 --seed 42
     ///   trygg-sim chaos --device-broker mosquitto --devices 60 --duration 10m
     ///   sudo trygg-sim chaos --disk-fills 3               (disk fills need root)
@@ -224,8 +226,8 @@ enum Command {
         /// The longest the drain may take after the faults, e.g. 120s.
         #[arg(long, value_parser = parse_duration, default_value = "120s")]
         drain_timeout: Duration,
-        /// Keep data and logs here (default: a temporary directory, removed
-        /// after a passing run).
+        /// Keep data and logs here, a new or empty directory (default: a
+        /// temporary directory, removed after a passing run).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// The Mosquitto executable (default: found in the usual places).
