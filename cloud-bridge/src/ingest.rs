@@ -190,7 +190,9 @@ pub fn ingest(ledger: &mut Ledger, batch: &Batch, now_ms: u64) -> Ingested {
         let event_id = contract::event_id(gw, &r.device, r.device_seq);
         let is_new = !ledger.stored.contains(&event_id);
         let highest = ledger.lane_high.get(&r.lane).copied().unwrap_or(0);
-        if r.seq > highest + 1 {
+        // Saturating: above a lane at u64::MAX (a broken or hostile
+        // gateway's) there is no gap, and `highest + 1` would overflow.
+        if r.seq > highest.saturating_add(1) {
             let gap = Gap {
                 lane: r.lane,
                 first: highest + 1,
@@ -492,6 +494,19 @@ pub(crate) mod tests {
         );
         assert!(out.gaps.is_empty());
         assert_eq!(ledger.lane_high[&Lane::Alarm], 50);
+    }
+
+    #[test]
+    fn lane_sequence_at_u64_max_is_no_overflow_and_no_gap_after() {
+        let mut ledger = Ledger::default();
+        let out = ingest(
+            &mut ledger,
+            &batch(1, vec![press(u64::MAX, 1), press(1, 2)]),
+            5,
+        );
+        assert_eq!(out.gaps.len(), 1, "only the jump to u64::MAX");
+        assert_eq!(out.regressions.len(), 1);
+        assert_eq!(out.events.len(), 2);
     }
 
     #[test]
