@@ -29,6 +29,9 @@ pub struct Config {
 pub struct SupervisionConfig {
     /// A gateway heard from in no way for this long is reported offline.
     pub gateway_offline_after_s: u64,
+    /// A gap in a gateway's lane sequence still missing after this long
+    /// raises `sequence_gap`.
+    pub gap_grace_s: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

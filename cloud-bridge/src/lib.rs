@@ -189,8 +189,10 @@ pub async fn run(
             tokio::time::Instant::now(),
         ),
         seen_rx,
+        store.clone(),
         writer.clone(),
         metrics.clone(),
+        std::time::Duration::from_secs(config.supervision.gap_grace_s),
         cancel.clone(),
     ));
     let (subscribed_tx, subscribed_rx) = oneshot::channel();

@@ -23,6 +23,7 @@
 //! alarms          alarm id           -> Alarm
 //! alarm_events    event id           -> alarm id       (an event raises or repeats one alarm)
 //! open_alarms     (gateway, device, kind) -> alarm id  (the alarm not closed yet, for repeats and clears)
+//! gaps            (gateway, lane, first) -> (last, found ms, alarm id or 0)   (lane sequences still missing)
 //! dead_letters    id                 -> DeadLetter
 //! counters        name               -> next number
 //! ```
@@ -49,6 +50,7 @@ const LANES: TableDefinition<(&str, u8), u64> = TableDefinition::new("lanes");
 const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 const ALARM_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("alarm_events");
 const OPEN_ALARMS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("open_alarms");
+const GAPS: TableDefinition<(&str, u8, u64), (u64, u64, u64)> = TableDefinition::new("gaps");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -127,6 +129,11 @@ pub enum Op {
     GatewayBack {
         gateway: String,
     },
+    /// Raise `sequence_gap` for gaps found before `found_before_ms` and
+    /// still missing.
+    RaiseGaps {
+        found_before_ms: u64,
+    },
 }
 
 /// Why an alarm action was refused.
@@ -182,6 +189,7 @@ impl Store {
             txn.open_table(ALARMS)?;
             txn.open_table(ALARM_EVENTS)?;
             txn.open_table(OPEN_ALARMS)?;
+            txn.open_table(GAPS)?;
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(COUNTERS)?;
         }
@@ -249,6 +257,15 @@ impl Store {
                         cleared: fx.cleared,
                     }
                 }
+                Op::RaiseGaps { found_before_ms } => {
+                    let mut fx = Effects::default();
+                    raise_gaps(&txn, found_before_ms, now_ms, &mut fx)?;
+                    Done::Supervised {
+                        gateway: String::new(),
+                        raised: fx.raised,
+                        cleared: fx.cleared,
+                    }
+                }
                 Op::GatewayBack { gateway } => {
                     let mut fx = Effects::default();
                     clear(
@@ -311,6 +328,21 @@ impl Store {
             out.push((gw, offline));
         }
         Ok(out)
+    }
+
+    /// Whether any gap found before `found_before_ms` is still missing
+    /// without an alarm (a read, so the check costs no fsync).
+    pub fn gaps_due(&self, found_before_ms: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let gaps = txn.open_table(GAPS)?;
+        for entry in gaps.iter()? {
+            let (_, v) = entry?;
+            let (_, found, alarm) = v.value();
+            if alarm == 0 && found < found_before_ms {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn alarm(&self, id: u64) -> Result<Option<Alarm>, StoreError> {
@@ -384,7 +416,7 @@ fn ingest_batch(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<Do
             }
         }
     }
-    let ingested = ingest::ingest(&mut ledger, batch, now_ms);
+    let mut ingested = ingest::ingest(&mut ledger, batch, now_ms);
     {
         let mut lanes = txn.open_table(LANES)?;
         for (lane, high) in &ledger.lane_high {
@@ -403,8 +435,37 @@ fn ingest_batch(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<Do
         }
     }
     let mut fx = Effects::default();
+    // New gaps wait for their grace period; records below the highest may
+    // fill earlier ones (and clear their alarm once a gap is whole again).
+    {
+        let mut gaps = txn.open_table(GAPS)?;
+        for g in &ingested.gaps {
+            gaps.insert((gw, g.lane as u8, g.first), (g.last, now_ms, 0))?;
+        }
+    }
+    let mut filled_alarms = Vec::new();
+    let mut regressions = Vec::new();
+    for r in std::mem::take(&mut ingested.regressions) {
+        match fill_gap(txn, gw, r.lane, r.seq)? {
+            Fill::NotInAGap => regressions.push(r),
+            Fill::Filled { emptied_alarm } => {
+                ingested.filled += 1;
+                filled_alarms.extend(emptied_alarm);
+            }
+        }
+    }
+    ingested.regressions = regressions;
     for new in &ingested.alarms {
         raise_or_repeat(txn, new, now_ms, &mut fx)?;
+    }
+    for id in filled_alarms {
+        clear_by_id(
+            txn,
+            id,
+            "Cleared by the system: the missing records arrived after all. / Avsluttet av systemet: de manglende hendelsene kom likevel.",
+            now_ms,
+            &mut fx,
+        )?;
     }
     for c in &ingested.clears {
         clear(txn, &c.gateway, &c.device, c.kind, &c.note, now_ms, &mut fx)?;
@@ -467,6 +528,108 @@ fn raise_or_repeat(
     Ok(())
 }
 
+enum Fill {
+    NotInAGap,
+    /// The record was missing. If its gap is now whole and no other part
+    /// of it is missing, the gap's alarm (if raised) can be cleared.
+    Filled {
+        emptied_alarm: Option<u64>,
+    },
+}
+
+/// A record with lane sequence `seq` arrived: take it out of the gap that
+/// holds it, splitting the gap if it was in the middle.
+fn fill_gap(txn: &WriteTransaction, gw: &str, lane: Lane, seq: u64) -> Result<Fill, StoreError> {
+    let mut gaps = txn.open_table(GAPS)?;
+    let l = lane as u8;
+    let holder = match gaps.range((gw, l, 0)..=(gw, l, seq))?.next_back() {
+        Some(entry) => {
+            let (k, v) = entry?;
+            let (_, _, first) = k.value();
+            let (last, found, alarm) = v.value();
+            (last >= seq).then_some((first, last, found, alarm))
+        }
+        None => None,
+    };
+    let Some((first, last, found, alarm)) = holder else {
+        return Ok(Fill::NotInAGap);
+    };
+    gaps.remove((gw, l, first))?;
+    if first < seq {
+        gaps.insert((gw, l, first), (seq - 1, found, alarm))?;
+    }
+    if seq < last {
+        gaps.insert((gw, l, seq + 1), (last, found, alarm))?;
+    }
+    let mut emptied_alarm = None;
+    if alarm != 0 && first == seq && last == seq {
+        let mut still = false;
+        for entry in gaps.range((gw, l, 0)..=(gw, l, u64::MAX))? {
+            if entry?.1.value().2 == alarm {
+                still = true;
+                break;
+            }
+        }
+        if !still {
+            emptied_alarm = Some(alarm);
+        }
+    }
+    Ok(Fill::Filled { emptied_alarm })
+}
+
+/// Raises `sequence_gap` for every gap found before `found_before_ms`
+/// that is still missing and has no alarm yet.
+fn raise_gaps(
+    txn: &WriteTransaction,
+    found_before_ms: u64,
+    now_ms: u64,
+    fx: &mut Effects,
+) -> Result<(), StoreError> {
+    let due: Vec<(String, u8, u64, u64, u64)> = {
+        let gaps = txn.open_table(GAPS)?;
+        let mut due = Vec::new();
+        for entry in gaps.iter()? {
+            let (k, v) = entry?;
+            let (gw, lane, first) = k.value();
+            let (last, found, alarm) = v.value();
+            if alarm == 0 && found < found_before_ms {
+                due.push((gw.to_string(), lane, first, last, found));
+            }
+        }
+        due
+    };
+    for (gw, lane, first, last, found) in due {
+        let Some(lane_v) = Lane::ALL.into_iter().find(|x| *x as u8 == lane) else {
+            continue;
+        };
+        let gap = ingest::Gap {
+            lane: lane_v,
+            first,
+            last,
+        };
+        let before = fx.raised.len() + fx.repeated.len();
+        raise_or_repeat(txn, &ingest::gap_alarm(&gw, gap), now_ms, fx)?;
+        let id = fx
+            .raised
+            .last()
+            .filter(|_| fx.raised.len() + fx.repeated.len() > before)
+            .map(|a| a.id)
+            .or_else(|| {
+                // Raised once before (a redelivered gap): find its id.
+                txn.open_table(ALARM_EVENTS).ok().and_then(|t| {
+                    t.get(ingest::gap_alarm(&gw, gap).event_id.as_str())
+                        .ok()
+                        .flatten()
+                        .map(|v| v.value())
+                })
+            })
+            .unwrap_or(u64::MAX);
+        txn.open_table(GAPS)?
+            .insert((gw.as_str(), lane, first), (last, found, id))?;
+    }
+    Ok(())
+}
+
 /// Closes, as the system, the open alarm of this device and kind.
 fn clear(
     txn: &WriteTransaction,
@@ -485,6 +648,28 @@ fn clear(
     else {
         return Ok(());
     };
+    let found = alarms
+        .get(id)?
+        .map(|v| from_json::<Alarm>(v.value()))
+        .transpose()?;
+    if let Some(mut alarm) = found {
+        if alarm.clear(note, now_ms).is_some() {
+            alarms.insert(id, to_json(&alarm).as_slice())?;
+            fx.cleared.push(alarm);
+        }
+    }
+    Ok(())
+}
+
+/// Closes alarm `id` as the system, if it is not closed yet.
+fn clear_by_id(
+    txn: &WriteTransaction,
+    id: u64,
+    note: &str,
+    now_ms: u64,
+    fx: &mut Effects,
+) -> Result<(), StoreError> {
+    let mut alarms = txn.open_table(ALARMS)?;
     let found = alarms
         .get(id)?
         .map(|v| from_json::<Alarm>(v.value()))
@@ -655,15 +840,19 @@ fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChang
             cleared,
         } => {
             for a in raised {
-                metrics.inc("gateways_offline_raised_total", "");
-                tracing::warn!(alarm = a.id, gateway = %gateway, "gateway offline: alarm raised");
+                if a.kind == EventKind::SequenceGap {
+                    tracing::warn!(alarm = a.id, gateway = %a.gateway, detail = a.detail.as_deref().unwrap_or(""), "sequence gap still missing after the grace period: alarm raised");
+                } else {
+                    metrics.inc("gateways_offline_raised_total", "");
+                    tracing::warn!(alarm = a.id, gateway = %gateway, "gateway offline: alarm raised");
+                }
                 let _ = changes.send(AlarmChange {
                     change: Change::New,
                     alarm: a.clone(),
                 });
             }
             for a in cleared {
-                tracing::info!(alarm = a.id, gateway = %gateway, "gateway back: alarm cleared");
+                tracing::info!(alarm = a.id, kind = %a.kind, gateway = %a.gateway, "alarm cleared by the system");
                 let _ = changes.send(AlarmChange {
                     change: Change::Closed,
                     alarm: a.clone(),
@@ -690,9 +879,12 @@ fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChang
                     "duplicate records receipted again"
                 );
             }
+            if ingested.filled > 0 {
+                metrics.add("sequence_gaps_filled_total", "", ingested.filled);
+            }
             for g in &ingested.gaps {
                 metrics.inc("sequence_gaps_total", "");
-                tracing::warn!(gateway = gw, lane = %g.lane, first = g.first, last = g.last, "sequence gap");
+                tracing::warn!(gateway = gw, lane = %g.lane, first = g.first, last = g.last, "sequence gap found: alarm if still missing after the grace period");
             }
             for r in &ingested.regressions {
                 metrics.inc("sequence_regressions_total", "");
@@ -1047,5 +1239,76 @@ mod tests {
         assert_eq!(cleared.len(), 1);
         assert!(store.alarms(Some(AlarmState::Open)).unwrap().is_empty());
         assert_eq!(store.gateways().unwrap(), vec![("gw-1".to_string(), false)]);
+    }
+
+    #[test]
+    fn a_gap_raises_its_alarm_only_after_the_grace_period_and_is_cleared_when_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let m = |seq: u64| record(Lane::Telemetry, seq, "m", seq, EventKind::Motion);
+        store
+            .commit(vec![Op::Ingest(batch(1, vec![m(1), m(6)]))], 1000)
+            .unwrap();
+        // Found at 1000: not due for a grace that ends before it.
+        assert!(!store.gaps_due(1000).unwrap());
+        assert!(store.gaps_due(1001).unwrap());
+        let done = store
+            .commit(
+                vec![Op::RaiseGaps {
+                    found_before_ms: 1001,
+                }],
+                2000,
+            )
+            .unwrap();
+        let Done::Supervised { raised, .. } = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(raised.len(), 1);
+        assert_eq!(
+            raised[0].detail.as_deref(),
+            Some("lane telemetry: sequence 2 to 5 missing")
+        );
+        assert!(!store.gaps_due(u64::MAX).unwrap(), "raised once");
+        // The records come late, out of order: 3, then 2, 5, 4.
+        for (n, seq) in [3u64, 2, 5].into_iter().enumerate() {
+            let done = store
+                .commit(vec![Op::Ingest(batch(2 + n as u64, vec![m(seq)]))], 3000)
+                .unwrap();
+            assert!(ingested(&done).2.is_empty(), "still missing after {seq}");
+            let Done::Ingested { ingested, .. } = &done[0] else {
+                panic!()
+            };
+            assert_eq!(ingested.filled, 1);
+            assert!(ingested.regressions.is_empty(), "a fill is no regression");
+        }
+        let done = store
+            .commit(vec![Op::Ingest(batch(9, vec![m(4)]))], 4000)
+            .unwrap();
+        let cleared = ingested(&done).2;
+        assert_eq!(cleared.len(), 1, "the gap is whole: its alarm is cleared");
+        assert_eq!(cleared[0].kind, EventKind::SequenceGap);
+        assert_eq!(
+            cleared[0].closed_by.as_deref(),
+            Some(crate::alarm::SYSTEM_ACTOR)
+        );
+    }
+
+    #[test]
+    fn a_gap_filled_within_the_grace_period_never_raises_an_alarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let m = |seq: u64| record(Lane::Alarm, seq, "b", seq, EventKind::ButtonPress);
+        store
+            .commit(vec![Op::Ingest(batch(1, vec![m(1), m(3)]))], 1000)
+            .unwrap();
+        store
+            .commit(vec![Op::Ingest(batch(2, vec![m(2)]))], 1500)
+            .unwrap();
+        assert!(!store.gaps_due(u64::MAX).unwrap());
+        assert!(store
+            .alarms(None)
+            .unwrap()
+            .iter()
+            .all(|a| a.kind != EventKind::SequenceGap));
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trygg_uplink::metrics::Metrics;
 
-use crate::store::{Op, StoreWriter};
+use crate::store::{Op, Store, StoreWriter};
 
 struct Seen {
     last: Instant,
@@ -94,12 +94,15 @@ impl GatewayWatch {
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until `cancel`: takes gateway ids heard from on `seen`, commits
-/// what the watch decides through `writer`.
+/// what the watch decides through `writer`, and raises the sequence gaps
+/// still missing after `gap_grace`.
 pub async fn supervise(
     mut watch: GatewayWatch,
     mut seen: mpsc::UnboundedReceiver<String>,
+    store: Store,
     writer: StoreWriter,
     metrics: Arc<Metrics>,
+    gap_grace: Duration,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
@@ -110,7 +113,17 @@ pub async fn supervise(
                 Some(g) => watch.seen(&g, Instant::now()).into_iter().collect(),
                 None => break,
             },
-            _ = tick.tick() => watch.check(Instant::now()),
+            _ = tick.tick() => {
+                let before = crate::store::now_ms().saturating_sub(gap_grace.as_millis() as u64);
+                let store = store.clone();
+                let due = tokio::task::spawn_blocking(move || store.gaps_due(before)).await;
+                if matches!(due, Ok(Ok(true))) {
+                    if let Err(e) = writer.submit(Op::RaiseGaps { found_before_ms: before }).await {
+                        tracing::error!(error = %e, "sequence gaps could not be raised");
+                    }
+                }
+                watch.check(Instant::now())
+            }
         };
         metrics.set("gateways_offline", "", watch.offline_count() as f64);
         for v in verdicts {

@@ -183,7 +183,7 @@ async fn sse_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
 async fn button_press_is_receipted_after_commit_becomes_one_alarm_and_goes_through_the_workflow() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(&format!(
-        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[supervision]\ngap_grace_s = 1\n",
         dir.path().display().to_string()
     ))
     .unwrap();
@@ -382,7 +382,8 @@ async fn button_press_is_receipted_after_commit_becomes_one_alarm_and_goes_throu
         "{metrics}"
     );
 
-    // A gap in the alarm lane is a technical alarm, never silent.
+    // A gap in the alarm lane is a technical alarm, never silent: raised
+    // once the grace period (1 s here) has passed with the records missing.
     let next = Batch {
         v: 1,
         gateway: "gw-test".into(),
@@ -404,8 +405,19 @@ async fn button_press_is_receipted_after_commit_becomes_one_alarm_and_goes_throu
             last: 4
         }]
     );
-    let open = get_json(api, "/api/v1/alarms?state=open").await;
-    let open = open["alarms"].as_array().unwrap();
+    let found = std::time::Instant::now();
+    let open = loop {
+        let open = get_json(api, "/api/v1/alarms?state=open").await;
+        let open = open["alarms"].as_array().unwrap().clone();
+        if open.len() == 2 || found.elapsed() > WAIT {
+            break open;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        found.elapsed() >= Duration::from_millis(900),
+        "raised before the grace period"
+    );
     assert_eq!(open.len(), 2, "{open:?}");
     assert_eq!(open[0]["kind"], "button_press", "red before yellow");
     assert_eq!(open[1]["kind"], "sequence_gap");
