@@ -81,16 +81,18 @@ fn assert_no_loss(r: &Value, out: &str) {
         n(&e["delivered"]) + n(&e["telemetry_missing_excused"]) == n(&e["receipted"]),
         "every receipted event is at the backend or reported dropped: {e}"
     );
-    if is_root() {
-        assert!(
-            n(&r["disk_fills"]) >= 1,
-            "the disk was filled (running as root): {}",
-            r["disk_skipped"]
+    if let Some(why) = r["disk_skipped"].as_str() {
+        // Not root, or a container without CAP_SYS_ADMIN: the harness
+        // says so and goes on without the fill.
+        eprintln!(
+            "WARNING: the disk fill was skipped (root: {}): {why}",
+            is_root()
         );
     } else {
-        eprintln!(
-            "NOTE: not root, so the disk fill was skipped: {}",
-            r["disk_skipped"]
+        assert!(n(&r["disk_fills"]) >= 1, "the disk was filled: {r}");
+        assert!(
+            n(&r["disk_full_seconds_noticed"]) + n(&r["disk_full_hits_at_least"]) > 0,
+            "the fill bit: the gateway noticed the full disk: {r}"
         );
     }
     let link = &r["link_faults"];

@@ -1150,6 +1150,8 @@ fn summarize(
         "disk_fills": t.disk_fills,
         "disk_skipped": disk_skipped,
         "disk_full_seconds_noticed": t.full_seconds_noticed,
+        "disk_full_hits_at_least": ob.gw_disk_full.total(),
+        "telemetry_deferred_at_least": ob.gw_deferred.total(),
         "events": {
             "sent": v.sent_total(),
             "receipted": v.receipted_total(),
