@@ -437,6 +437,7 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         let _ = d.free();
     }
     stop_home.cancel();
+    home.stopped().await;
     ctx.say(format!(
         "faults over; the home stops producing. Draining: every device outbox and the gateway's journal must empty (at most {} s)",
         o.drain_timeout.as_secs()
@@ -451,13 +452,20 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Empty twice, 1.5 s apart: a report of telemetry dropped just before
+    // the drain is raised within `drop_report_s` (1 s) and must go up too.
     let mut drained_journal = false;
+    let mut empty_since: Option<Instant> = None;
     while Instant::now() < deadline {
-        if let Some(p) = journal_pending(&http, &local_base).await {
-            if p == 0 {
-                drained_journal = true;
-                break;
+        match journal_pending(&http, &local_base).await {
+            Some(0) => {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(1500) {
+                    drained_journal = true;
+                    break;
+                }
             }
+            _ => empty_since = None,
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use trygg_gateway::config::{Device, DeviceType};
 use trygg_protocol::EventKind;
 use trygg_uplink::mqtt_url::MqttUrl;
@@ -125,6 +126,9 @@ fn exp_wait(rng: &mut StdRng, mean_s: f64) -> Duration {
 #[derive(Clone)]
 pub struct Workload {
     pub devices: Vec<(Device, DeviceHandle)>,
+    /// The generators, so that [`Workload::stopped`] can wait for the
+    /// last event they were sending when told to stop.
+    generators: TaskTracker,
 }
 
 impl Workload {
@@ -145,6 +149,7 @@ impl Workload {
                 )
             })
             .collect();
+        let generators = TaskTracker::new();
         let mut probe = StdRng::seed_from_u64(0);
         let talkers = devices
             .iter()
@@ -158,7 +163,7 @@ impl Workload {
             }
             let (t, h, stop) = (d.device_type, h.clone(), stop.clone());
             let mut rng = StdRng::seed_from_u64(seed ^ (1000 + i as u64));
-            tokio::spawn(async move {
+            generators.spawn(async move {
                 let mut toggle = false;
                 loop {
                     let wait = exp_wait(&mut rng, mean);
@@ -184,7 +189,7 @@ impl Workload {
             let all = handles.clone();
             let stop = stop.clone();
             let mut rng = StdRng::seed_from_u64(seed ^ (2000 + which));
-            tokio::spawn(async move {
+            generators.spawn(async move {
                 loop {
                     let wait = exp_wait(&mut rng, mean);
                     tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(wait) => {} }
@@ -200,7 +205,17 @@ impl Workload {
                 }
             });
         }
-        Workload { devices: handles }
+        generators.close();
+        Workload {
+            devices: handles,
+            generators,
+        }
+    }
+
+    /// Waits until every generator has stopped (after its token was
+    /// cancelled): from then on nothing new is sent.
+    pub async fn stopped(&self) {
+        self.generators.wait().await;
     }
 
     /// Sends `n` telemetry events at once, spread over the devices that
