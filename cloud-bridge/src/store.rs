@@ -640,25 +640,14 @@ fn clear(
     now_ms: u64,
     fx: &mut Effects,
 ) -> Result<(), StoreError> {
-    let mut alarms = txn.open_table(ALARMS)?;
-    let mut open = txn.open_table(OPEN_ALARMS)?;
-    let Some(id) = open
+    let open = txn
+        .open_table(OPEN_ALARMS)?
         .remove((gateway, device, kind.wire()))?
-        .map(|v| v.value())
-    else {
-        return Ok(());
-    };
-    let found = alarms
-        .get(id)?
-        .map(|v| from_json::<Alarm>(v.value()))
-        .transpose()?;
-    if let Some(mut alarm) = found {
-        if alarm.clear(note, now_ms).is_some() {
-            alarms.insert(id, to_json(&alarm).as_slice())?;
-            fx.cleared.push(alarm);
-        }
+        .map(|v| v.value());
+    match open {
+        Some(id) => clear_by_id(txn, id, note, now_ms, fx),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Closes alarm `id` as the system, if it is not closed yet.
