@@ -163,7 +163,8 @@ enum Command {
     ///   - every event that needs handling is shown once: as its own alarm
     ///     or as a repeat on the open alarm of its device and kind;
     ///   - no lane sequence number is missing at the backend without a
-    ///     `sequence_gap` alarm naming it (gap alarms are listed either way);
+    ///     `sequence_gap` alarm naming it, once the bridge's grace period
+    ///     for gaps has passed (gap alarms are listed either way);
     ///   - no valid event was rejected, nothing is stored that no device sent.
     ///
     /// One progress line per fault; a summary with counts at the end. Exit
