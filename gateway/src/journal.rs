@@ -10,7 +10,7 @@
 //! | `lane_telemetry` | lane seq              | same                           |
 //! | `lane_next`      | lane index (u8)       | next lane seq to assign        |
 //! | `device_last`    | device id             | highest device seq committed   |
-//! | `device_recent`  | (device id, seq)      | () — the last 1024 seqs        |
+//! | `device_runs`    | (device id, first)    | last: committed seqs as runs   |
 //! | `dead_letters`   | id (u64)              | `DeadLetter` as JSON           |
 //!
 //! # What is durable when
@@ -21,7 +21,7 @@
 //! acknowledge anything to a device or a broker. A crash before the commit
 //! loses nothing that was acknowledged: the broker redelivers and devices
 //! re-send. A crash after it and before the acknowledgements makes devices
-//! re-send events that are already committed; `device_recent` recognises
+//! re-send events that are already committed; `device_runs` recognises
 //! them and they are receipted as duplicates, never journaled twice.
 //!
 //! Lane sequence numbers are assigned at commit, start at 1 and never
@@ -54,7 +54,13 @@ const LANE_TABLES: [TableDefinition<u64, &[u8]>; 3] = [
 ];
 const LANE_NEXT: TableDefinition<u8, u64> = TableDefinition::new("lane_next");
 const DEVICE_LAST: TableDefinition<&str, u64> = TableDefinition::new("device_last");
+/// Before `device_runs`: one row per remembered seq. Converted at open.
 const DEVICE_RECENT: TableDefinition<(&str, u64), ()> = TableDefinition::new("device_recent");
+/// The seqs committed per device, as runs `first..=last` that neither
+/// overlap nor touch: a device counting up with every event needs one row,
+/// and a hole (an event not taken yet: deferred while the disk was full, or
+/// still in the device's outbox behind its newer alarms) costs one more.
+const DEVICE_RUNS: TableDefinition<(&str, u64), u64> = TableDefinition::new("device_runs");
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Named counters kept with the records: bytes per lane, the gateway's own
 /// event counter, telemetry dropped and not yet reported.
@@ -74,9 +80,11 @@ pub const RESERVE_FILE: &str = "alarm-reserve.bin";
 
 /// The span of sequence numbers per device, below the highest committed,
 /// that is remembered to recognise re-sends. An event may arrive out of
-/// order within it (alarms overtake telemetry); one older than that is
-/// refused as a sequence gone backwards.
-pub const RECENT_WINDOW: u64 = 1024;
+/// order within it (alarms overtake telemetry; telemetry deferred on a full
+/// disk comes later); one older than that is refused as a sequence gone
+/// backwards, because a re-send can no longer be told from a counter that
+/// went back. Committed seqs are kept as runs, so the window is wide.
+pub const RECENT_WINDOW: u64 = 1 << 20;
 /// Dead letters kept; the oldest go first.
 pub const MAX_DEAD_LETTERS: u64 = 10_000;
 
@@ -442,7 +450,19 @@ impl Journal {
                 txn.open_table(t).map_err(st)?;
             }
             txn.open_table(DEVICE_LAST).map_err(st)?;
-            txn.open_table(DEVICE_RECENT).map_err(st)?;
+            // Seqs remembered one per row (journals before runs) become runs.
+            let mut runs = txn.open_table(DEVICE_RUNS).map_err(st)?;
+            {
+                let mut old = txn.open_table(DEVICE_RECENT).map_err(st)?;
+                while let Some((k, _)) = old.pop_first().map_err(st)? {
+                    let (device, seq) = k.value();
+                    let device = device.to_string();
+                    drop(k);
+                    if !run_contains(&runs, &device, seq)? {
+                        run_insert(&mut runs, &device, seq)?;
+                    }
+                }
+            }
             txn.open_table(DEAD_LETTERS).map_err(st)?;
             txn.open_table(SILENT).map_err(st)?;
             // Bytes per lane are kept with the records; a journal written
@@ -507,7 +527,7 @@ impl Journal {
                 txn.open_table(LANE_TABLES[2]).map_err(st)?,
             ];
             let mut last = txn.open_table(DEVICE_LAST).map_err(st)?;
-            let mut recent = txn.open_table(DEVICE_RECENT).map_err(st)?;
+            let mut runs = txn.open_table(DEVICE_RUNS).map_err(st)?;
             let mut counters = txn.open_table(COUNTERS).map_err(st)?;
             let mut silent = txn.open_table(SILENT).map_err(st)?;
             let mut bytes = [0u64; 3];
@@ -549,7 +569,7 @@ impl Journal {
             for e in &group.events {
                 let seq = e.event.seq;
                 let prev = last.get(e.device.as_str()).map_err(st)?.map(|v| v.value());
-                if recent.get((e.device.as_str(), seq)).map_err(st)?.is_some() {
+                if run_contains(&runs, &e.device, seq)? {
                     result.outcomes.push(Outcome::Duplicate);
                     continue;
                 }
@@ -606,21 +626,20 @@ impl Journal {
                     lane,
                     &json,
                 )?;
-                recent.insert((e.device.as_str(), seq), ()).map_err(st)?;
+                run_insert(&mut runs, &e.device, seq)?;
                 // Only a new highest moves the window; an older arrival
                 // must not lower it.
                 if prev.is_none_or(|p| seq > p) {
                     last.insert(e.device.as_str(), seq).map_err(st)?;
-                    // Forget seqs below the window, every 64 seqs: what
-                    // lingers is still a true memory of a committed event.
-                    if seq >= RECENT_WINDOW && seq % 64 == 0 {
+                    // Forget runs wholly below the window, every 1024 seqs:
+                    // what lingers is still a true memory.
+                    if seq >= RECENT_WINDOW && seq % 1024 == 0 {
                         let cutoff = seq - RECENT_WINDOW;
-                        recent
-                            .retain_in(
-                                (e.device.as_str(), 0)..=(e.device.as_str(), cutoff),
-                                |_, _| false,
-                            )
-                            .map_err(st)?;
+                        runs.retain_in(
+                            (e.device.as_str(), 0)..=(e.device.as_str(), cutoff),
+                            |_, last| last >= cutoff,
+                        )
+                        .map_err(st)?;
                     }
                 }
                 result.outcomes.push(Outcome::Committed {
@@ -805,6 +824,63 @@ impl Room<'_> {
         // telemetry that still does not fit is the one dropped.
         Ok(lane != Lane::Telemetry || over(&self.bytes) == 0)
     }
+}
+
+/// Whether `seq` of `device` was committed (within the window).
+fn run_contains(
+    runs: &redb::Table<(&str, u64), u64>,
+    device: &str,
+    seq: u64,
+) -> Result<bool, JournalError> {
+    let mut before = runs.range((device, 0)..=(device, seq)).map_err(st)?;
+    Ok(match before.next_back() {
+        Some(item) => item.map_err(st)?.1.value() >= seq,
+        None => false,
+    })
+}
+
+/// Adds `seq` (not committed before) to `device`'s runs, joining the runs
+/// it touches.
+fn run_insert(
+    runs: &mut redb::Table<(&str, u64), u64>,
+    device: &str,
+    seq: u64,
+) -> Result<(), JournalError> {
+    let below = {
+        let mut r = runs.range((device, 0)..=(device, seq)).map_err(st)?;
+        match r.next_back() {
+            Some(item) => {
+                let (k, v) = item.map_err(st)?;
+                Some((k.value().1, v.value()))
+            }
+            None => None,
+        }
+    };
+    let above = match seq.checked_add(1) {
+        Some(next) => runs
+            .get((device, next))
+            .map_err(st)?
+            .map(|v| (next, v.value())),
+        None => None,
+    };
+    let joins_below = below.filter(|(_, last)| last.checked_add(1) == Some(seq));
+    match (joins_below, above) {
+        (Some((first, _)), Some((next, last))) => {
+            runs.remove((device, next)).map_err(st)?;
+            runs.insert((device, first), last).map_err(st)?;
+        }
+        (Some((first, _)), None) => {
+            runs.insert((device, first), seq).map_err(st)?;
+        }
+        (None, Some((next, last))) => {
+            runs.remove((device, next)).map_err(st)?;
+            runs.insert((device, seq), last).map_err(st)?;
+        }
+        (None, None) => {
+            runs.insert((device, seq), seq).map_err(st)?;
+        }
+    }
+    Ok(())
 }
 
 fn counter(table: &redb::Table<&str, u64>, key: &str) -> Result<u64, JournalError> {
@@ -1126,30 +1202,85 @@ mod tests {
     fn an_older_arrival_does_not_lower_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
-        j.apply(&group(vec![ev("b", 5000, EventKind::Fall)]))
+        let top = 3 * RECENT_WINDOW;
+        j.apply(&group(vec![ev("b", top, EventKind::Fall)]))
             .unwrap();
         let r = j
-            .apply(&group(vec![ev("b", 4000, EventKind::Motion)]))
+            .apply(&group(vec![ev("b", top - 1000, EventKind::Motion)]))
             .unwrap();
         assert!(matches!(r.outcomes[0], Outcome::Committed { .. }));
         let r = j
-            .apply(&group(vec![ev("b", 3000, EventKind::Motion)]))
+            .apply(&group(vec![ev(
+                "b",
+                top - RECENT_WINDOW,
+                EventKind::Motion,
+            )]))
             .unwrap();
-        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: 5000 }]);
+        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: top }]);
     }
 
     #[test]
     fn sequence_going_backwards_beyond_the_window_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
-        j.apply(&group(vec![ev("b", 5000, EventKind::Fall)]))
+        let top = RECENT_WINDOW + 5000;
+        j.apply(&group(vec![ev("b", top, EventKind::Fall)]))
             .unwrap();
         let r = j.apply(&group(vec![ev("b", 9, EventKind::Fall)])).unwrap();
-        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: 5000 }]);
+        assert_eq!(r.outcomes, vec![Outcome::Backwards { last: top }]);
         let dl = j.reader().dead_letters(10).unwrap();
         assert_eq!(dl[0].reason_code, "sequence_backwards");
         assert!(dl[0].payload.contains(r#""seq":9"#));
-        assert!(dl[0].reason.contains("last committed 5000"));
+        assert!(dl[0].reason.contains(&format!("last committed {top}")));
+    }
+
+    #[test]
+    fn telemetry_held_back_far_behind_newer_alarms_is_still_taken_once() {
+        // A device whose telemetry waited (a full disk, its own backlog)
+        // while thousands of its newer alarms were committed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        let alarms: Vec<_> = (5001..=10_000)
+            .map(|s| ev("d", s, EventKind::ButtonPress))
+            .collect();
+        j.apply(&group(alarms)).unwrap();
+        let late: Vec<_> = (1..=5000).map(|s| ev("d", s, EventKind::Motion)).collect();
+        let r = j.apply(&group(late.clone())).unwrap();
+        assert!(r
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Committed { .. })));
+        // Re-sent, every one of them is a duplicate, from either end.
+        let r = j.apply(&group(late)).unwrap();
+        assert!(r.outcomes.iter().all(|o| *o == Outcome::Duplicate));
+        let r = j
+            .apply(&group(vec![ev("d", 7777, EventKind::ButtonPress)]))
+            .unwrap();
+        assert_eq!(r.outcomes, vec![Outcome::Duplicate]);
+    }
+
+    #[test]
+    fn runs_join_and_split_as_seqs_arrive_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        for s in [5u64, 7, 6, 1, 3, 2, 10, 4] {
+            let r = j
+                .apply(&group(vec![ev("x", s, EventKind::Motion)]))
+                .unwrap();
+            assert!(matches!(r.outcomes[0], Outcome::Committed { .. }), "{s}");
+        }
+        for s in 1..=7u64 {
+            let r = j
+                .apply(&group(vec![ev("x", s, EventKind::Motion)]))
+                .unwrap();
+            assert_eq!(r.outcomes, vec![Outcome::Duplicate], "{s}");
+        }
+        for s in [8u64, 9, 11] {
+            let r = j
+                .apply(&group(vec![ev("x", s, EventKind::Motion)]))
+                .unwrap();
+            assert!(matches!(r.outcomes[0], Outcome::Committed { .. }), "{s}");
+        }
     }
 
     #[test]

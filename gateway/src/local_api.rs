@@ -37,6 +37,12 @@ pub(crate) async fn serve(
 
 /// `ok`, or 503 with the reason while the journal cannot commit.
 async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    if s.disk_full.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "disk full: alarms, medication and technical events are still committed (from the reserve); telemetry waits on the devices. Free space on the gateway's disk.\n".to_string(),
+        );
+    }
     match s.journal_error.lock().ok().and_then(|e| e.clone()) {
         None => (StatusCode::OK, "ok".to_string()),
         Some(e) => (

@@ -134,8 +134,20 @@ fn zeroed_block_mid_file_like_a_rotten_sd_card_is_found_at_start_and_set_aside()
     // A page gone to zeros would make redb fail (or, unchecked, trip it) at
     // the next write: the integrity check at open finds it first.
     let (journal, aside, _damaged, _dir) = open_damaged(|mut b| {
-        let mid = b.len() / 2;
-        b[mid..mid + 4096].fill(0);
+        // Every 4 KiB page that holds record 150 (the live one, and any old
+        // copy a copy-on-write left behind) goes to zeros.
+        let needle = br#""device_seq":150,"#;
+        let pages: Vec<usize> = b
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i / 4096 * 4096)
+            .collect();
+        assert!(!pages.is_empty(), "record 150 is in the file");
+        for p in pages {
+            let end = (p + 4096).min(b.len());
+            b[p..end].fill(0);
+        }
         b
     });
     // redb's own repair has written to this one before giving up, so it is
