@@ -30,6 +30,9 @@
 //!
 //! Everything shares the machine's cores: the publishers, the brokers, the
 //! gateway and the backend. That is true for the peers as well.
+//!
+//! The outage benchmarks (`bench drain`, `bench memory`, `bench recovery`,
+//! `bench outage`: a large backlog held and drained) are in [`backlog`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -49,6 +52,8 @@ use tokio_util::sync::CancellationToken;
 use trygg_gateway::config::{BrokerMode, Device, DeviceType};
 use trygg_protocol::{topic, DeviceEvent, EventKind, Receipt, ReceiptStatus};
 use trygg_uplink::mqtt_url::MqttUrl;
+
+pub mod backlog;
 
 /// How much to measure.
 #[derive(Clone, Debug)]

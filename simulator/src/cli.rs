@@ -93,8 +93,15 @@ enum Command {
     /// table (or --json) to stdout. Defaults take 1-2 minutes; --quick
     /// is a smoke check of every phase in well under 30 s. Run it in release
     /// mode: cargo run --release -p trygg-sim -- bench
-    #[command(verbatim_doc_comment)]
+    ///
+    /// The outage benchmarks are subcommands: `bench drain`, `bench memory`,
+    /// `bench recovery`, `bench outage` (all three); see `bench drain --help`.
+    #[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
     Bench {
+        /// A backlog of 1 000 000 events held through an outage: drained,
+        /// held in memory, recovered after SIGKILL.
+        #[command(subcommand)]
+        backlog: Option<crate::bench::backlog::BacklogBench>,
         /// Small numbers, every phase: a smoke check (< 30 s).
         #[arg(long)]
         quick: bool,
@@ -417,6 +424,11 @@ pub fn main() -> anyhow::Result<()> {
             broker,
         } => tokio::runtime::Runtime::new()?.block_on(press(&device, kind.as_deref(), &broker)),
         Command::Bench {
+            backlog: Some(backlog),
+            ..
+        } => tokio::runtime::Runtime::new()?.block_on(crate::bench::backlog::main(backlog)),
+        Command::Bench {
+            backlog: None,
             quick,
             json,
             events,
