@@ -143,6 +143,8 @@ pub async fn run(
                 tls: server_files,
                 max_payload: BROKER_MAX_PAYLOAD,
                 max_inflight: 100,
+                log_segment_bytes: BrokerSettings::LARGE_LOG.0,
+                log_segments: BrokerSettings::LARGE_LOG.1,
             };
             let started = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await

@@ -56,6 +56,14 @@ pub struct Uplink {
     /// home from a gateway that is gone.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_s: u64,
+    /// The longest wait between reconnect attempts while the backend is
+    /// out of reach (the wait doubles from 200 ms up to this, with jitter).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_reconnect_max() -> u64 {
+    1000
 }
 
 fn default_heartbeat() -> u64 {
@@ -268,6 +276,9 @@ impl Config {
                     self.journal.max_mib
                 ),
             ));
+        }
+        if self.uplink.reconnect_max_ms < 200 {
+            return Err(invalid("uplink.reconnect_max_ms", "must be at least 200"));
         }
         if self.uplink.heartbeat_s == 0 {
             return Err(invalid("uplink.heartbeat_s", "must be at least 1"));

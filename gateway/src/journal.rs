@@ -428,19 +428,27 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| st(redb::StorageError::Io(e)))?;
         }
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .set_repair_callback(|s| {
-                let p = s.progress();
-                tracing::warn!(progress = p, "repairing journal after an unclean shutdown");
+            .set_repair_callback({
+                let repaired = repaired.clone();
+                move |s| {
+                    repaired.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let p = s.progress();
+                    tracing::warn!(progress = p, "repairing journal after an unclean shutdown");
+                }
             })
             .create(path)
             .map_err(st)?;
         // Every page's checksum, once per start: an SD card can rot a page
         // that redb would otherwise meet (and panic on) at the next write.
-        // The journal is kept small (receipted records leave it), so this
-        // costs milliseconds.
-        if !db.check_integrity().map_err(st)? {
+        // A repair (after a power cut or a kill) has just walked every tree
+        // and verified its checksums, so the check is only needed after a
+        // clean stop; skipping it after a repair halves the restart time
+        // with a large backlog (docs/benchmarks.md, recovery).
+        let repaired = repaired.load(std::sync::atomic::Ordering::Relaxed);
+        if !repaired && !db.check_integrity().map_err(st)? {
             tracing::warn!(path = %path.display(), "the journal failed its integrity check and was repaired");
         }
         let txn = db.begin_write().map_err(st)?;

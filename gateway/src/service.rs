@@ -159,6 +159,8 @@ pub async fn run(
                 tls: None,
                 max_payload: 256 * 1024,
                 max_inflight: 1000,
+                log_segment_bytes: BrokerSettings::SMALL_LOG.0,
+                log_segments: BrokerSettings::SMALL_LOG.1,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
@@ -765,8 +767,9 @@ async fn uplink_loop(
         let client = client.clone();
         let receipt_topic = receipt_topic.clone();
         let status_topic = status_topic.clone();
+        let reconnect_max = Duration::from_millis(config.uplink.reconnect_max_ms);
         tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+            let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
             loop {
                 let event = tokio::select! {
                     _ = cancel.cancelled() => break,

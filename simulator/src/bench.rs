@@ -673,6 +673,8 @@ async fn phases(
         tls: None,
         max_payload: 256 * 1024,
         max_inflight: 1000,
+        log_segment_bytes: trygg_uplink::broker::BrokerSettings::SMALL_LOG.0,
+        log_segments: trygg_uplink::broker::BrokerSettings::SMALL_LOG.1,
     };
     let rumqttd =
         tokio::task::spawn_blocking(move || trygg_uplink::broker::EmbeddedBroker::start(settings))

@@ -41,6 +41,20 @@ pub struct BrokerSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_payload: usize,
     pub max_inflight: usize,
+    /// rumqttd keeps what it routes in memory, per subscription filter, in
+    /// up to `log_segments` segments of `log_segment_bytes`; older segments
+    /// are dropped. Trygg never relies on the broker's memory (senders keep
+    /// everything until a receipt), so a small log only bounds memory.
+    pub log_segment_bytes: usize,
+    pub log_segments: usize,
+}
+
+impl BrokerSettings {
+    /// The log rumqttd uses unless told otherwise: 4 x 16 MiB per filter.
+    pub const LARGE_LOG: (usize, usize) = (16 * 1024 * 1024, 4);
+    /// For a gateway on a Pi: 2 x 1 MiB per filter (each device's receipt
+    /// topic is a filter of its own).
+    pub const SMALL_LOG: (usize, usize) = (1024 * 1024, 2);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +110,8 @@ impl EmbeddedBroker {
             router: RouterConfig {
                 max_connections: 10_010,
                 max_outgoing_packet_count: 200,
-                max_segment_size: 16 * 1024 * 1024,
-                max_segment_count: 4,
+                max_segment_size: settings.log_segment_bytes,
+                max_segment_count: settings.log_segments,
                 ..Default::default()
             },
             v4: (settings.version == MqttVersion::V4).then(|| servers.clone()),
