@@ -81,7 +81,14 @@ pub async fn run(
         .set_clean_start(false)
         .set_session_expiry_interval(Some(7 * 24 * 3600))
         .set_manual_acks(true)
-        .set_max_packet_size(Some((settings.max_payload + 64 * 1024) as u32));
+        .set_max_packet_size(Some((settings.max_payload + 64 * 1024) as u32))
+        .set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+            contract::BRIDGE_STATUS_TOPIC,
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
     if settings.url.tls {
         let ca = settings
             .ca_file
@@ -101,10 +108,18 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut subscribed = Some(subscribed);
     let url = settings.url.to_string();
+    // Said again every few seconds while subscribed: a last will of an
+    // earlier connection, delivered late, must not leave gateways waiting.
+    let mut announce = tokio::time::interval(Duration::from_secs(5));
+    let mut listening = false;
 
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = announce.tick(), if listening => {
+                let _ = client.try_publish(contract::BRIDGE_STATUS_TOPIC, QoS::AtLeastOnce, true, "online");
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
@@ -125,6 +140,16 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 tracing::info!(reasons = ?ack.return_codes, "uplink subscribed");
+                // Now a batch published finds us: tell the gateways.
+                listening = true;
+                if let Err(e) = client.try_publish(
+                    contract::BRIDGE_STATUS_TOPIC,
+                    QoS::AtLeastOnce,
+                    true,
+                    "online",
+                ) {
+                    tracing::warn!(error = %e, "bridge status could not be queued");
+                }
                 if let Some(tx) = subscribed.take() {
                     let _ = tx.send(());
                 }
@@ -134,6 +159,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                listening = false;
                 metrics.inc("uplink_connection_errors_total", "");
                 let delay = backoff.next_delay();
                 tracing::warn!(broker = %url, error = %e, retry_ms = delay.as_millis() as u64, "uplink connection lost");
@@ -163,6 +189,12 @@ pub async fn run(
         }
     }
     // Flush the receipts and acks queued above, then say goodbye.
+    let _ = client.try_publish(
+        contract::BRIDGE_STATUS_TOPIC,
+        QoS::AtLeastOnce,
+        true,
+        "offline",
+    );
     let _ = client.try_disconnect();
     let flush = async {
         while let Ok(event) = eventloop.poll().await {

@@ -717,6 +717,8 @@ async fn ack_loop(client: AsyncClient, mut rx: mpsc::UnboundedReceiver<Vec<AckWo
 /// What the uplink's network half reports to its bookkeeping half.
 enum UplinkEvent {
     Connected,
+    /// The backend says whether it takes batches (retained status).
+    Backend(bool),
     Disconnected(String),
     Receipt(UplinkReceipt),
 }
@@ -782,9 +784,18 @@ async fn uplink_loop(
                             .subscribe(receipt_topic.clone(), Q5::AtLeastOnce)
                             .await;
                         let _ = client
+                            .subscribe(contract::BRIDGE_STATUS_TOPIC, Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
                         let _ = ev_tx.send(UplinkEvent::Connected).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == contract::BRIDGE_STATUS_TOPIC.as_bytes() =>
+                    {
+                        let online = p.payload.as_ref() == b"online";
+                        let _ = ev_tx.send(UplinkEvent::Backend(online)).await;
                     }
                     Ok(E5::Incoming(P5::Publish(p))) => {
                         match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
@@ -869,11 +880,23 @@ async fn uplink_loop(
             _ = cancel.cancelled() => break,
             ev = ev_rx.recv() => match ev {
                 Some(UplinkEvent::Connected) => {
-                    tracing::info!(url = %url, "uplink connected; sending everything not yet receipted");
+                    tracing::info!(url = %url, "uplink connected; waiting for the backend to say it is listening");
                     shared.uplink_connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                // The backend repeats its status; only a change counts.
+                Some(UplinkEvent::Backend(true)) if !state.connected() => {
+                    tracing::info!("the backend is listening; sending everything not yet receipted");
                     state.on_connected();
                 }
+                Some(UplinkEvent::Backend(true)) => {}
+                Some(UplinkEvent::Backend(false)) => {
+                    if state.connected() {
+                        tracing::warn!("the backend says it is offline; events stay in the journal");
+                    }
+                    state.on_disconnected();
+                }
                 Some(UplinkEvent::Disconnected(reason)) => {
+                    // (A new connection waits for the backend's word again.)
                     if state.connected() {
                         tracing::warn!(reason = %reason, "uplink down; events stay in the journal");
                     }

@@ -17,6 +17,11 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub const BATCH_FILTER: &str = "trygg/v1/gw/+/batch";
 pub const STATUS_FILTER: &str = "trygg/v1/gw/+/status";
 pub const HEARTBEAT_FILTER: &str = "trygg/v1/gw/+/heartbeat";
+/// The backend's own status, retained: `online` once the cloud-bridge is
+/// subscribed to the gateways' batches (so nothing published from then on
+/// finds no one), `offline` as its last will and on a clean stop. Gateways
+/// send batches only while it says `online`.
+pub const BRIDGE_STATUS_TOPIC: &str = "trygg/v1/bridge/status";
 /// The largest batch payload the backend reads, in bytes.
 pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 
