@@ -34,10 +34,15 @@ impl SimConfig {
         toml::from_str(DEFAULT_TOML).expect("embedded default parses")
     }
 
+    /// Parses a config file's text. Does not validate.
+    pub fn from_toml_str(text: &str) -> Result<SimConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<SimConfig> {
         let text = std::fs::read_to_string(path)?;
-        let c: SimConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let c = SimConfig::from_toml_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         c.validate()?;
         Ok(c)
     }

@@ -1,6 +1,8 @@
 //! The harness for Trygg's end-to-end tests: start the backend and gateways
 //! in-process or as child processes, run a real Mosquitto, talk to the API.
 
+pub mod fuzz;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
