@@ -48,11 +48,18 @@ impl SimConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.home.telemetry_every_s.is_nan() || self.home.telemetry_every_s <= 0.0 {
-            anyhow::bail!("config field `home.telemetry_every_s` must be above 0");
+        // Paces are drawn as 0.5..1.5 times the mean and slept: a day at
+        // most keeps them finite and sleepable.
+        const DAY: f64 = 86_400.0;
+        let t = self.home.telemetry_every_s;
+        if !(t > 0.0 && t <= DAY) {
+            anyhow::bail!("config field `home.telemetry_every_s` must be above 0 and at most {DAY} (a day); it is {t}");
         }
-        if self.home.alarm_every_s < 0.0 {
-            anyhow::bail!("config field `home.alarm_every_s` must be 0 (off) or more");
+        let a = self.home.alarm_every_s;
+        if !(0.0..=DAY).contains(&a) {
+            anyhow::bail!(
+                "config field `home.alarm_every_s` must be 0 (off) to {DAY} (a day); it is {a}"
+            );
         }
         if self.home.heartbeat_every_s == 0 {
             anyhow::bail!("config field `home.heartbeat_every_s` must be at least 1");
@@ -66,5 +73,25 @@ mod tests {
     #[test]
     fn embedded_default_config_parses_and_validates() {
         super::SimConfig::default_config().validate().unwrap();
+    }
+
+    #[test]
+    fn paces_that_cannot_be_slept_are_refused_by_name() {
+        for (field, value) in [
+            ("telemetry_every_s", "inf"),
+            ("telemetry_every_s", "1e300"),
+            ("telemetry_every_s", "nan"),
+            ("alarm_every_s", "inf"),
+            ("alarm_every_s", "nan"),
+        ] {
+            let mut c = super::SimConfig::default_config();
+            let v: f64 = value.parse().unwrap();
+            match field {
+                "telemetry_every_s" => c.home.telemetry_every_s = v,
+                _ => c.home.alarm_every_s = v,
+            }
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field} = {value}: {err}");
+        }
     }
 }
