@@ -489,18 +489,19 @@ struct Effects {
 /// Opens an alarm for `new`, or counts it as a repeat of the alarm of the
 /// same device and kind that is not closed yet. Raises nothing for an
 /// event id that already raised or repeated one (a redelivered batch, a
-/// gap alarm named by its gap).
+/// gap alarm named by its gap). Returns the id of the alarm the event
+/// belongs to.
 fn raise_or_repeat(
     txn: &WriteTransaction,
     new: &crate::alarm::NewAlarm,
     now_ms: u64,
     fx: &mut Effects,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut alarms = txn.open_table(ALARMS)?;
     let mut alarm_events = txn.open_table(ALARM_EVENTS)?;
     let mut open = txn.open_table(OPEN_ALARMS)?;
-    if alarm_events.get(new.event_id.as_str())?.is_some() {
-        return Ok(());
+    if let Some(id) = alarm_events.get(new.event_id.as_str())? {
+        return Ok(id.value());
     }
     let key = (new.gateway.as_str(), new.device.as_str(), new.kind.wire());
     let open_id = open.get(key)?.map(|v| v.value());
@@ -514,7 +515,7 @@ fn raise_or_repeat(
             alarms.insert(id, to_json(&alarm).as_slice())?;
             alarm_events.insert(new.event_id.as_str(), id)?;
             fx.repeated.push(alarm);
-            return Ok(());
+            return Ok(id);
         }
     }
     let id = next(txn, "alarm")?;
@@ -525,7 +526,7 @@ fn raise_or_repeat(
         open.insert(key, id)?;
     }
     fx.raised.push(alarm);
-    Ok(())
+    Ok(id)
 }
 
 enum Fill {
@@ -607,23 +608,7 @@ fn raise_gaps(
             first,
             last,
         };
-        let before = fx.raised.len() + fx.repeated.len();
-        raise_or_repeat(txn, &ingest::gap_alarm(&gw, gap), now_ms, fx)?;
-        let id = fx
-            .raised
-            .last()
-            .filter(|_| fx.raised.len() + fx.repeated.len() > before)
-            .map(|a| a.id)
-            .or_else(|| {
-                // Raised once before (a redelivered gap): find its id.
-                txn.open_table(ALARM_EVENTS).ok().and_then(|t| {
-                    t.get(ingest::gap_alarm(&gw, gap).event_id.as_str())
-                        .ok()
-                        .flatten()
-                        .map(|v| v.value())
-                })
-            })
-            .unwrap_or(u64::MAX);
+        let id = raise_or_repeat(txn, &ingest::gap_alarm(&gw, gap), now_ms, fx)?;
         txn.open_table(GAPS)?
             .insert((gw.as_str(), lane, first), (last, found, id))?;
     }
