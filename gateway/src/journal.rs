@@ -503,6 +503,28 @@ impl Journal {
         Ok((db, next))
     }
 
+    /// Drops not yet reported upstream whose report is due: the report
+    /// rides on the next commit, so with no traffic housekeeping asks for
+    /// one (a `sweep`) to send it.
+    pub fn drop_report_due(&self) -> Result<bool, JournalError> {
+        if now_ms().saturating_sub(self.last_drop_report_ms) < self.policy.drop_report_every_ms {
+            return Ok(false);
+        }
+        let db = db_of(&self.slot)?;
+        let txn = db.begin_read().map_err(st)?;
+        let counters = match txn.open_table(COUNTERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(st(e)),
+        };
+        let unreported = counters
+            .get(DROPPED_UNREPORTED)
+            .map_err(st)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        Ok(unreported > 0)
+    }
+
     /// Durable commits made since this journal was opened.
     pub fn commits(&self) -> u64 {
         self.commits
@@ -1520,6 +1542,45 @@ mod tests {
             total as u64 >= dropped,
             "{total} reported, {dropped} dropped"
         );
+    }
+
+    #[test]
+    fn drops_left_unreported_are_reported_without_new_traffic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.redb")).unwrap();
+        let mut p = limited(2000, 500, WhenFull::DropOldest);
+        p.drop_report_every_ms = 200;
+        j.set_policy(p);
+        let mut dropped = 0;
+        for s in 1..=30 {
+            dropped += j
+                .apply(&group(vec![ev("m", s, EventKind::Motion)]))
+                .unwrap()
+                .dropped_limit;
+        }
+        assert!(dropped > 10, "{dropped}");
+        let reported = |j: &Journal| -> u64 {
+            j.reader()
+                .pending_records()
+                .unwrap()
+                .iter()
+                .filter(|r| r.kind == EventKind::TelemetryDropped)
+                .map(|r| r.value.unwrap() as u64)
+                .sum()
+        };
+        assert!(reported(&j) < dropped, "the rest waits for the next report");
+        assert!(!j.drop_report_due().unwrap(), "not before the interval");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        // The devices have gone quiet; housekeeping's empty sweep carries it.
+        assert!(j.drop_report_due().unwrap());
+        j.apply(&Group {
+            sweep: true,
+            ..Group::default()
+        })
+        .unwrap();
+        assert!(!j.drop_report_due().unwrap());
+        // Reports may themselves have pushed out telemetry, counted later.
+        assert!(reported(&j) >= dropped, "{} of {dropped}", reported(&j));
     }
 
     #[test]

@@ -657,6 +657,9 @@ fn housekeeping(journal: &mut Journal, group: &mut Group, shared: &Shared) {
             group.sweep = true;
         }
     }
+    if journal.drop_report_due().unwrap_or(false) {
+        group.sweep = true;
+    }
 }
 
 pub(crate) const LANE_LABELS: [&str; 3] =
