@@ -9,7 +9,7 @@
 //!
 //! The wire format (MQTT topics and JSON payloads) is described in the
 //! project's `docs/protocol.md`; [`wire`] implements it.
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![deny(unsafe_code)]
 
 pub mod kinds;
