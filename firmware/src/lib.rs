@@ -1,16 +1,21 @@
 //! Trygg device logic for microcontrollers: `no_std`, no allocation.
 //!
-//! [`Outbox`] is the heart of a device's reliability: every event stays in
-//! it, and is re-sent with the same sequence number, until the gateway's
-//! receipt for that sequence number arrives. Its capacity is fixed at
-//! compile time; when it is full, an alarm pushes out the oldest telemetry
-//! event, and nothing ever pushes out an alarm.
+//! - [`Outbox`]: every event stays queued, and is re-sent with the same
+//!   sequence number, until the gateway's receipt for that sequence number
+//!   arrives. Its capacity is fixed at compile time; when it is full, an
+//!   alarm pushes out the oldest telemetry event, and nothing ever pushes out
+//!   an alarm.
+//! - [`store::Store`]: the queue and the sequence counter on NOR flash
+//!   (any `embedded-storage` `NorFlash`), so a power cut loses neither.
 //!
 //! The simulator's devices run this very code, so what CI tests is what a
 //! device does.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+pub mod flash;
+pub mod input;
 pub mod outbox;
+pub mod store;
 
 pub use outbox::{Outbox, PushError};

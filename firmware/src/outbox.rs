@@ -60,25 +60,38 @@ impl<const N: usize> Outbox<N> {
         self.evicted
     }
 
-    /// Queues an event to be sent at once.
-    pub fn push(&mut self, event: DeviceEvent, now_ms: u64) -> Result<(), PushError> {
-        if self.pending.is_full() {
-            let lane = event.kind.lane();
-            // The least important lane present, oldest first.
-            let victim = self
-                .pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.event.kind.lane() > lane)
-                .max_by_key(|(i, p)| (p.event.kind.lane(), core::cmp::Reverse(*i)))
-                .map(|(i, _)| i);
-            match victim {
-                Some(i) => {
-                    self.pending.remove(i);
-                    self.evicted += 1;
-                }
-                None => return Err(PushError::Full),
-            }
+    /// The event a full outbox would evict to take one of `kind`: of the
+    /// events in a less important lane, the oldest of the least important
+    /// lane. `Ok(None)` when there is room; `Err(Full)` when it is full of
+    /// events at least as important.
+    pub fn victim_for(
+        &self,
+        kind: trygg_protocol::EventKind,
+    ) -> Result<Option<DeviceEvent>, PushError> {
+        if !self.pending.is_full() {
+            return Ok(None);
+        }
+        let lane = kind.lane();
+        self.pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.event.kind.lane() > lane)
+            .max_by_key(|(i, p)| (p.event.kind.lane(), core::cmp::Reverse(*i)))
+            .map(|(_, p)| Some(p.event))
+            .ok_or(PushError::Full)
+    }
+
+    /// Queues an event to be sent at once. Returns the event evicted for
+    /// it, if the outbox was full (see [`Outbox::victim_for`]).
+    pub fn push(
+        &mut self,
+        event: DeviceEvent,
+        now_ms: u64,
+    ) -> Result<Option<DeviceEvent>, PushError> {
+        let victim = self.victim_for(event.kind)?;
+        if let Some(v) = victim {
+            self.pending.retain(|p| p.event.seq != v.seq);
+            self.evicted += 1;
         }
         self.pending
             .push(Pending {
@@ -86,7 +99,13 @@ impl<const N: usize> Outbox<N> {
                 due_ms: now_ms,
                 attempts: 0,
             })
-            .map_err(|_| PushError::Full)
+            .map_err(|_| PushError::Full)?;
+        Ok(victim)
+    }
+
+    /// The events queued, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = DeviceEvent> + Clone + '_ {
+        self.pending.iter().map(|p| p.event)
     }
 
     /// The next event due for (re)sending, highest lane first, then oldest.
@@ -182,7 +201,12 @@ mod tests {
         let mut o: Outbox<2> = Outbox::new(100, 1000);
         o.push(ev(1, EventKind::Motion), 0).unwrap();
         o.push(ev(2, EventKind::Motion), 0).unwrap();
-        o.push(ev(3, EventKind::ButtonPress), 0).unwrap();
+        assert_eq!(
+            o.push(ev(3, EventKind::ButtonPress), 0)
+                .unwrap()
+                .map(|e| e.seq),
+            Some(1)
+        );
         assert_eq!(o.evicted(), 1);
         assert_eq!(o.on_receipt(1), None, "the oldest telemetry went");
         o.push(ev(4, EventKind::Fall), 0).unwrap();
