@@ -10,7 +10,7 @@
 //! once it has held for the debounce time. A pin that changes too often
 //! (more than [`CHATTER_CHANGES`] raw changes within a second) is
 //! *chattering*, a wiring or sensor fault: it is reported once as an
-//! [`InputFault`](trygg_protocol::EventKind::InputFault) and its edges are
+//! [`DeviceFault`](trygg_protocol::EventKind::DeviceFault) and its edges are
 //! ignored until it has been quiet for [`CHATTER_QUIET_MS`]. A button held
 //! far longer than anyone presses one is *stuck* (a pendant trapped under a
 //! body is an alarm, raised at the long press; the stuck report is for the
@@ -156,7 +156,7 @@ pub enum Action {
     PreAlarm { until_ms: u64 },
     /// The user cancelled in the pre-alarm window: nothing is sent.
     Cancelled,
-    /// Report a fault on this input (as an `input_fault` event).
+    /// Report a fault on this input (as a `device_fault` event).
     Fault(Fault),
 }
 

@@ -177,7 +177,7 @@ kinds! {
     DeviceResumed,    "device_resumed",    Technical, Green,  None, None, None, "Enhet hørt fra igjen", "Device heard from again";
     GatewayOffline,   "gateway_offline",   Technical, Yellow, None, None, None, "Gateway frakoblet", "Gateway offline";
     TelemetryDropped, "telemetry_dropped", Technical, Green,  None, None, None, "Telemetri forkastet (journal full eller for gammel)", "Telemetry dropped (journal full or too old)";
-    InputFault,       "input_fault",       Technical, Yellow, None, None, None, "Feil på inngang (sitter fast eller ustabil)", "Input fault (stuck or chattering)";
+    DeviceFault,      "device_fault",      Technical, Yellow, None, None, None, "Feil i enheten (inngang eller minne)", "Device fault (input or memory)";
     ConfigRejected,   "config_rejected",   Technical, Yellow, None, None, None, "Innstillinger avvist av enheten", "Settings rejected by the device";
     // Telemetry: the picture of daily life.
     Motion,           "motion",            Telemetry, Green, Some("4.18"), None, None, "Bevegelse", "Motion";
