@@ -14,8 +14,10 @@
 //!   queue only on a receipt (committed, duplicate or rejected) for its
 //!   sequence number, or evicted by a full queue for a more important one;
 //! - a sequence number is never reused, across power loss too: at every
-//!   start the counter moves on by [`BOOT_SKIP`], past any number handed out
-//!   while the flash was failing;
+//!   start the counter moves on by [`BOOT_SKIP`] and that is written down
+//!   first, so up to that many numbers handed out while the flash was
+//!   failing are never handed out again (an event whose write was torn by
+//!   the power cut itself was never sent: its number may come again);
 //! - a receipt for a sequence number the device does not hold (late,
 //!   repeated, or a stranger's) changes nothing and is counted;
 //! - bad settings change nothing and are reported (`config_rejected`).
@@ -162,15 +164,18 @@ impl<T: Transport, F: NorFlash, const N: usize> Device<T, F, N> {
             counters: Counters::default(),
         };
         match Store::<F, N>::open(flash, first_seq) {
-            Ok((store, recovered)) => {
-                device.next_seq = store.next_seq().saturating_add(BOOT_SKIP);
+            Ok((mut store, recovered)) => {
                 for ev in recovered.events {
                     // Recovered events fit: the queue held them before.
                     let _ = device.outbox.push(ev, now_ms);
                     device.counters.recovered += 1;
                 }
+                // Numbers handed out after the last durable write (while the
+                // flash was failing) are below the reservation.
+                device.next_seq = store.next_seq().saturating_add(BOOT_SKIP);
+                let reserved = store.reserve(device.next_seq, device.outbox.events());
                 device.store = Some(store);
-                if recovered.overflow > 0 {
+                if recovered.overflow > 0 || reserved.is_err() {
                     device.storage_fault(now_ms);
                 }
             }

@@ -48,7 +48,7 @@ impl<const SIZE: usize, const SECTOR: usize> Default for MemFlash<SIZE, SECTOR> 
 impl<const SIZE: usize, const SECTOR: usize> MemFlash<SIZE, SECTOR> {
     /// Erased flash. At most 64 sectors.
     pub const fn new() -> Self {
-        assert!(SIZE % SECTOR == 0 && SIZE / SECTOR <= 64);
+        assert!(SIZE.is_multiple_of(SECTOR) && SIZE / SECTOR <= 64);
         MemFlash {
             bytes: [0xFF; SIZE],
             erases: [0; 64],

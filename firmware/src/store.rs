@@ -13,7 +13,9 @@
 //! - an **event** (tag `0xE1`): sequence number, kind (by its wire name, so
 //!   the flash outlives a reordered kind table), time, battery, value;
 //! - a **done** record (tag `0xD1`): the event with this sequence number
-//!   left the queue (receipted, or evicted for an alarm).
+//!   left the queue (receipted, or evicted for an alarm);
+//! - a **reservation** (tag `0x5A`): sequence numbers below this one may
+//!   have been handed out; the counter never goes below it again.
 //!
 //! Erased flash reads `0xFF`: the first `0xFF` tag ends a sector's log.
 //!
@@ -46,6 +48,7 @@ pub const RECORD: usize = 64;
 const TAG_HEADER: u8 = 0x5E;
 const TAG_EVENT: u8 = 0xE1;
 const TAG_DONE: u8 = 0xD1;
+const TAG_RESERVE: u8 = 0x5A;
 const TAG_ERASED: u8 = 0xFF;
 const CRC_AT: usize = RECORD - 4;
 const NAME_AT: usize = 24;
@@ -96,8 +99,8 @@ impl<F: NorFlash, const N: usize> Store<F, N> {
         let sectors = (flash.capacity() / F::ERASE_SIZE) as u32;
         if sectors < 2
             || F::ERASE_SIZE % RECORD != 0
-            || RECORD % F::WRITE_SIZE != 0
-            || RECORD % F::READ_SIZE != 0
+            || !RECORD.is_multiple_of(F::WRITE_SIZE)
+            || !RECORD.is_multiple_of(F::READ_SIZE)
             || F::ERASE_SIZE / RECORD < N + 2
         {
             return Err(StoreError::Unsuitable);
@@ -155,6 +158,9 @@ impl<F: NorFlash, const N: usize> Store<F, N> {
                     {
                         recovered.overflow += 1;
                     }
+                }
+                Some(Decoded::Reserve(seq)) => {
+                    store.next_seq = store.next_seq.max(seq);
                 }
                 Some(Decoded::Done(seq)) => {
                     store.next_seq = store.next_seq.max(seq.saturating_add(1));
@@ -217,6 +223,21 @@ impl<F: NorFlash, const N: usize> Store<F, N> {
         rec[1..9].copy_from_slice(&seq.to_le_bytes());
         seal(&mut rec);
         self.append(&rec, live.filter(move |e| e.seq != seq))
+    }
+
+    /// Makes sure the counter never goes below `next_seq` again, even if
+    /// later writes fail. `live` as for [`Store::append_event`].
+    pub fn reserve<I>(&mut self, next_seq: u64, live: I) -> Result<(), StoreError<F::Error>>
+    where
+        I: Iterator<Item = DeviceEvent> + Clone,
+    {
+        let mut rec = [0xFFu8; RECORD];
+        rec[0] = TAG_RESERVE;
+        rec[1..9].copy_from_slice(&next_seq.to_le_bytes());
+        seal(&mut rec);
+        self.append(&rec, live)?;
+        self.next_seq = self.next_seq.max(next_seq);
+        Ok(())
     }
 
     fn append<I>(&mut self, rec: &[u8; RECORD], live: I) -> Result<(), StoreError<F::Error>>
@@ -289,6 +310,7 @@ impl<F: NorFlash, const N: usize> Store<F, N> {
 enum Decoded {
     Event(DeviceEvent),
     Done(u64),
+    Reserve(u64),
 }
 
 fn seal(rec: &mut [u8; RECORD]) {
@@ -342,6 +364,7 @@ fn decode(rec: &[u8; RECORD]) -> Option<Decoded> {
     let seq = u64::from_le_bytes(rec[1..9].try_into().ok()?);
     match rec[0] {
         TAG_DONE => Some(Decoded::Done(seq)),
+        TAG_RESERVE => Some(Decoded::Reserve(seq)),
         TAG_EVENT => {
             let flags = rec[9];
             let n = rec[23] as usize;
