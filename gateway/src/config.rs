@@ -23,6 +23,8 @@ pub struct Config {
     pub supervision: Supervision,
     pub local_api: LocalApi,
     #[serde(default)]
+    pub local_io: LocalIo,
+    #[serde(default)]
     pub devices: Vec<Device>,
 }
 
@@ -141,6 +143,94 @@ impl Default for Supervision {
             ]
             .into_iter()
             .collect(),
+        }
+    }
+}
+
+/// Whether the gateway uses the Raspberry Pi's GPIO for its own button,
+/// LED, buzzer and mains-fail input.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GpioMode {
+    /// Use it if this is a Pi with GPIO; otherwise say so once and run.
+    #[default]
+    Auto,
+    /// Refuse to start without it.
+    On,
+    /// Never touch it.
+    Off,
+}
+
+/// The gateway's own I/O on a Raspberry Pi (`[local_io]`): see
+/// `docs/boards.md` for the wiring and what the LED and buzzer say.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalIo {
+    pub gpio: GpioMode,
+    /// The uplink down longer than this: the LED blinks slowly, and an
+    /// alarm sounds the buzzer (help may not be coming).
+    pub uplink_down_signal_s: u64,
+    /// BCM pin numbers, when the board is wired other than the default map.
+    pub pins: LocalIoPins,
+    /// The UPS's mains-fail signal is "high" or "low" while mains is out.
+    pub mains_fail_active: Level,
+    /// Pseudonymous resident id and room for the local button's alarms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+impl Default for LocalIo {
+    fn default() -> Self {
+        LocalIo {
+            gpio: GpioMode::Auto,
+            uplink_down_signal_s: 120,
+            pins: LocalIoPins::default(),
+            mains_fail_active: Level::High,
+            resident: None,
+            room: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    High,
+    Low,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalIoPins {
+    pub button: u8,
+    pub led: u8,
+    pub buzzer: u8,
+    pub mains_fail: u8,
+}
+
+impl Default for LocalIoPins {
+    fn default() -> Self {
+        use trygg_board_pi_gateway as board;
+        LocalIoPins {
+            button: board::BUTTON_BCM,
+            led: board::LED_BCM,
+            buzzer: board::BUZZER_BCM,
+            mains_fail: board::MAINS_FAIL_BCM,
+        }
+    }
+}
+
+impl LocalIo {
+    /// The board's pin map with this config's overrides.
+    pub fn pin_map(&self) -> trygg_board_pi_gateway::PinMap {
+        trygg_board_pi_gateway::PinMap {
+            button: self.pins.button,
+            led: self.pins.led,
+            buzzer: self.pins.buzzer,
+            mains_fail: self.pins.mains_fail,
+            mains_fail_active_high: self.mains_fail_active == Level::High,
         }
     }
 }
@@ -289,6 +379,15 @@ impl Config {
                 "must be a loopback address until the technician login exists (it has no authentication)",
             ));
         }
+        if self.local_io.uplink_down_signal_s == 0 || self.local_io.uplink_down_signal_s > 86_400 {
+            return Err(invalid(
+                "local_io.uplink_down_signal_s",
+                "must be 1 to 86400 (a day)",
+            ));
+        }
+        if let Err((pin, problem)) = self.local_io.pin_map().check() {
+            return Err(invalid(format!("local_io.pins.{pin}"), problem));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
             if !trygg_protocol::topic::is_valid_device_id(&d.id) {
@@ -372,6 +471,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("uplink.url"), "{err}");
+    }
+
+    #[test]
+    fn local_io_defaults_to_auto_with_the_boards_pin_map() {
+        let c = Config::default_config();
+        assert_eq!(c.local_io.gpio, GpioMode::Auto);
+        assert_eq!(c.local_io.uplink_down_signal_s, 120);
+        assert_eq!(
+            c.local_io.pin_map(),
+            trygg_board_pi_gateway::PinMap::default()
+        );
+        // And a config without [local_io] at all means the same.
+        let text = DEFAULT_TOML.replace("[local_io]", "[local_io_gone]");
+        let text: String = text.split("[local_io_gone]").next().unwrap().to_string();
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.local_io.gpio, GpioMode::Auto);
+    }
+
+    #[test]
+    fn a_bad_local_io_field_is_named() {
+        for (from, to, field) in [
+            (
+                "uplink_down_signal_s = 120",
+                "uplink_down_signal_s = 0",
+                "local_io.uplink_down_signal_s",
+            ),
+            ("gpio = \"auto\"", "gpio = \"maybe\"", "gpio"),
+            (
+                "gpio = \"auto\"",
+                "gpio = \"auto\"\npins = { led = 17 }",
+                "local_io.pins.led",
+            ),
+            (
+                "gpio = \"auto\"",
+                "gpio = \"auto\"\npins = { buzzer = 30 }",
+                "local_io.pins.buzzer",
+            ),
+            ("gpio = \"auto\"", "gpio = \"auto\"\nbuzer = 1", "buzer"),
+        ] {
+            let text = DEFAULT_TOML.replace(from, to);
+            assert_ne!(text, DEFAULT_TOML, "{from}");
+            let err = Config::from_toml(&text, Path::new("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!                                      +-- heartbeats (memory only)     ^ receipts delete from the journal
 //! ```
 //!
-//! The modules [`ingest`], [`journal`], [`supervision`] and [`uplink`] hold
+//! The modules [`ingest`], [`journal`], [`supervision`], [`uplink`] and
+//! [`local_io`] (the Pi's own button, LED, buzzer and mains-fail input) hold
 //! the decisions;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod ingest;
 pub mod journal;
 mod local_api;
+pub mod local_io;
 mod service;
 pub mod supervision;
 pub mod uplink;

@@ -40,6 +40,10 @@ pub enum GatewayError {
     #[error("config: {0}")]
     Config(String),
     #[error(
+        "{0} (local_io.gpio = \"on\" requires it; set it to \"auto\" or \"off\" to run without)"
+    )]
+    LocalIo(#[from] trygg_board_pi_gateway::OpenError),
+    #[error(
         "the journal stopped unexpectedly (see the log); nothing uncommitted was acknowledged"
     )]
     JournalStopped,
@@ -66,6 +70,9 @@ pub(crate) struct Shared {
     pub silent: Arc<Mutex<Vec<String>>>,
     /// The disk filled up and has not had room since.
     pub disk_full: std::sync::atomic::AtomicBool,
+    /// Alarms from devices committed since start (the local buzzer sounds
+    /// for a new one while the uplink is down).
+    pub alarms_committed: std::sync::atomic::AtomicU64,
 }
 
 /// What goes to the journal thread.
@@ -95,6 +102,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     trygg_uplink::tls::install_crypto_provider();
+    // The Pi's own pins first: with `local_io.gpio = "on"` and no GPIO,
+    // stop before touching anything else.
+    let local_pins = crate::local_io::open(&config.local_io)?;
     let uplink_url =
         MqttUrl::parse(&config.uplink.url).map_err(|e| GatewayError::Config(e.to_string()))?;
     let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
@@ -133,7 +143,13 @@ pub async fn run(
         journal_set_aside: set_aside.clone(),
         silent: Arc::new(Mutex::new(silent_at_start.clone())),
         disk_full: (!reserved).into(),
+        alarms_committed: 0.into(),
     });
+    shared.metrics.set(
+        "local_io_gpio",
+        "",
+        if local_pins.is_some() { 1.0 } else { 0.0 },
+    );
     if let Some(aside) = &set_aside {
         tracing::error!(
             damaged = %aside.path.display(),
@@ -264,8 +280,8 @@ pub async fn run(
 
     // Supervision: what ingest hears from, silences raised and cleared,
     // and the journal's housekeeping timer.
+    let (raised_tx, mut raised_rx) = mpsc::channel::<Raised>(64);
     let supervisor = {
-        let (raised_tx, mut raised_rx) = mpsc::channel::<Raised>(64);
         let journal_tx = journal_tx.clone();
         tokio::spawn(async move {
             while let Some(r) = raised_rx.recv().await {
@@ -277,11 +293,30 @@ pub async fn run(
         tokio::spawn(supervise(
             Supervisor::new(&config, &silent_at_start, tokio::time::Instant::now()),
             seen_rx,
-            raised_tx,
+            raised_tx.clone(),
             shared.silent.clone(),
             cancel.clone(),
         ))
     };
+    // The Pi's own button, mains-fail input, LED and buzzer, when present.
+    let local_io = local_pins.map(|pins| {
+        let settings = crate::local_io::Settings::from_config(&config.local_io);
+        let io = crate::local_io::LocalIo::new(
+            settings,
+            pins.button,
+            pins.mains_fail,
+            pins.led,
+            pins.buzzer,
+            Instant::now(),
+        );
+        tokio::spawn(crate::local_io::drive(
+            io,
+            shared.clone(),
+            raised_tx.clone(),
+            cancel.clone(),
+        ))
+    });
+    drop(raised_tx);
 
     let uplink = tokio::spawn(uplink_loop(
         config.clone(),
@@ -394,6 +429,9 @@ pub async fn run(
     // when its last sender (ingest, uplink) is gone; the acknowledger then
     // sends the last receipts while ingest keeps the connection polled.
     let _ = supervisor.await;
+    if let Some(local_io) = local_io {
+        let _ = local_io.await;
+    }
     let _ = uplink.await;
     let _ = tokio::task::spawn_blocking(move || journal_thread.join()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
@@ -618,6 +656,12 @@ fn journal_loop(
                     committed[lane.index()],
                 );
             }
+        }
+        if committed[Lane::Alarm.index()] > 0 {
+            shared.alarms_committed.fetch_add(
+                committed[Lane::Alarm.index()],
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         if !work.is_empty() && ack_tx.send(work).is_err() {
             break;
