@@ -102,7 +102,10 @@ impl PinMap {
         ];
         for (i, (name, pin)) in pins.iter().enumerate() {
             if *pin > MAX_BCM {
-                return Err((name, format!("BCM {pin} is not on the 40-pin header (0-27)")));
+                return Err((
+                    name,
+                    format!("BCM {pin} is not on the 40-pin header (0-27)"),
+                ));
             }
             if let Some((other, _)) = pins[..i].iter().find(|(_, p)| p == pin) {
                 return Err((name, format!("BCM {pin} is already the {other} pin")));
@@ -117,7 +120,9 @@ impl PinMap {
 pub enum OpenError {
     /// Not a Raspberry Pi, or no GPIO device (a PC, CI, qemu, a container
     /// without /dev/gpiomem): final on this machine, nothing to retry.
-    #[error("no Raspberry Pi GPIO here ({0}): local button, LED, buzzer and mains-fail input are off")]
+    #[error(
+        "no Raspberry Pi GPIO here ({0}): local button, LED, buzzer and mains-fail input are off"
+    )]
     NoGpio(String),
     /// A Pi, but the GPIO device may not be opened by this user.
     #[error("Raspberry Pi GPIO present but not usable ({0}): run as a user in the `gpio` group; local button, LED, buzzer and mains-fail input are off")]
