@@ -105,6 +105,7 @@ pub enum ReceiptOutcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub raised: u32,
+    /// Events handed to the transport (re-sends included).
     pub sends: u32,
     pub receipted: u32,
     pub rejected: u32,
@@ -348,11 +349,12 @@ impl<T: Transport, F: NorFlash, const N: usize> Device<T, F, N> {
             let Ok(n) = ev.encode(&mut buf) else {
                 continue;
             };
-            self.counters.sends += 1;
             if self.transport.publish(Leaf::Event, &buf[..n]).is_err() {
-                // Offered again after the retry interval.
-                break;
+                // Offered again after the retry interval; the link is full
+                // or down, so no heartbeat either this time.
+                return;
             }
+            self.counters.sends += 1;
         }
         if now_ms >= self.next_heartbeat_ms {
             self.next_heartbeat_ms = now_ms + self.settings.heartbeat_ms;

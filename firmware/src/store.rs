@@ -25,8 +25,10 @@
 //! it leaves the queue, so after a power cut the newest sector, replayed,
 //! gives back every event still awaiting its receipt. A sequence number is
 //! never reused: the newest sector's header and records hold the highest one
-//! handed out. (An event whose write was torn was never sent, so its number
-//! may be handed out again harmlessly.)
+//! handed out, and a reservation written at every start covers numbers
+//! handed out while the flash was failing (see `Device`). Only the number of
+//! an event whose write was torn by the power cut itself can come again:
+//! the device died with it unsent.
 //!
 //! When the head sector is full the log moves on to the next sector: erases
 //! it (only if it is not blank), copies the live events into it, and writes
