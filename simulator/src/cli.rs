@@ -41,8 +41,11 @@ enum Command {
     /// Press a simulated device in a running demo and wait for the
     /// gateway's receipt.
     ///
-    /// The press goes through the device's own outbox: it is re-sent until
-    /// the gateway confirms it is on disk.
+    /// A safety button or pull cord is pressed on its (simulated) pin: the
+    /// firmware debounces it and raises the alarm. Other devices, and any
+    /// --kind, raise the event directly. Either way it goes through the
+    /// device's firmware queue: it is re-sent until the gateway confirms it
+    /// is on disk.
     Press {
         /// The device, e.g. button-1, fall-1, smoke-1, door-1.
         #[arg(long)]

@@ -1,36 +1,65 @@
-//! A simulated device: the firmware's [`Outbox`] behind a real MQTT
-//! connection, so a simulated press goes through the same keep-until-
-//! receipted logic as a device in a home.
+//! A simulated device: the firmware's [`Device`](trygg_firmware::Device)
+//! (queue on flash, sequence numbers, retry, heartbeats) with a simulated
+//! alarm button, behind a real MQTT connection ([`trygg_board_host`]). A
+//! simulated press ([`DeviceHandle::press_button`]) goes through the same
+//! debounce, queue and retry code as a press on a device in a home; a
+//! scripted event ([`DeviceHandle::emit`]) enters the same queue directly.
 //!
-//! A [`DeviceLog`] records what the device sent and which receipts it got:
-//! the ground truth the end-to-end tests and the chaos harness compare the
-//! backend against.
+//! A [`DeviceLog`] records what the device queued and which receipts it
+//! got: the ground truth the end-to-end tests and the chaos harness compare
+//! the backend against. It is written from what the firmware did
+//! ([`Happened`]), not from what the simulator asked for, so an event the
+//! device raised on its own (a `config_rejected`, a stuck button) is in it
+//! too.
+//!
+//! The flash is in RAM (a simulated device keeps nothing across a restart
+//! of the simulator) and blank at every start, so the first sequence number
+//! is the current Unix time in milliseconds (plus the firmware's boot skip):
+//! a restarted simulator never goes backwards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, Notify};
-use trygg_firmware::Outbox;
-use trygg_protocol::{topic, DeviceEvent, EventKind, Heartbeat, Lane, Receipt, ReceiptStatus};
+use trygg_board_host::node::unix_ms;
+use trygg_board_host::{
+    sim_pin, ButtonInput, FileFlash, Happened, HostDevice, Input, LinkOptions, PinDriver, Source,
+    POLL_EVERY,
+};
+use trygg_firmware::input::{AlarmButton, ButtonSettings};
+use trygg_firmware::DeviceSettings;
+use trygg_protocol::{EventKind, ReceiptStatus};
 use trygg_uplink::mqtt_url::MqttUrl;
 
 /// Events a simulated device holds until receipted.
 pub const OUTBOX_CAPACITY: usize = 4096;
 
+/// Flash sector size of a simulated device: 64-byte records for about
+/// twice the queue, so even with the queue full the log moves to the next
+/// sector (copying the live events) at most once per 4096 events.
+const SECTOR: usize = 64 * (OUTBOX_CAPACITY + 2).next_power_of_two();
+
+type SimDevice = HostDevice<FileFlash<SECTOR>, OUTBOX_CAPACITY>;
+
+/// A refused event gets no sequence number from the device (it never
+/// leaves it); in the log it is numbered down from here, a range no device
+/// counter reaches.
+const REFUSED_FROM: u64 = u64::MAX;
+
 /// What a device has sent and what the gateway answered.
 #[derive(Debug, Default, Clone)]
 pub struct DeviceLog {
-    /// Every event pushed, by seq.
+    /// Every event the device queued, by seq.
     pub sent: BTreeMap<u64, EventKind>,
-    /// The first receipt per seq, with the time from push to receipt.
+    /// The first receipt per seq, with the time from queueing to receipt.
     pub receipts: BTreeMap<u64, (ReceiptStatus, Duration)>,
-    /// Events the outbox refused because it was full.
+    /// Events the device refused because its queue was full (of alarms).
     pub refused: u64,
-    /// Their seqs: never sent, so never receipted.
+    /// Their numbers in this log (see `REFUSED_FROM`): never sent, so
+    /// never receipted.
     pub refused_seqs: BTreeSet<u64>,
-    /// Events a full outbox evicted to make room for a more important one
+    /// Events a full queue evicted to make room for a more important one
     /// (the firmware's rule: the oldest of the least important lane).
     pub evicted: BTreeSet<u64>,
     /// Why the gateway rejected an event, by seq.
@@ -49,7 +78,7 @@ impl DeviceLog {
             .collect()
     }
 
-    /// Events still in the outbox: sent, not receipted, not given up.
+    /// Events still in the queue: sent, not receipted, not given up.
     pub fn unreceipted(&self) -> usize {
         self.sent
             .keys()
@@ -62,8 +91,37 @@ impl DeviceLog {
     }
 }
 
+/// How a simulated device is made.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    /// Heartbeat period; `None`: the device sends none (a silent device).
+    pub heartbeat_every: Option<Duration>,
+    /// What its alarm button raises (`button_press`, `pull_cord`). The
+    /// button has no pre-alarm window: a press is an alarm at once.
+    pub button: EventKind,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            heartbeat_every: None,
+            button: EventKind::ButtonPress,
+        }
+    }
+}
+
 enum Cmd {
     Event(EventKind, Option<f32>, tokio::sync::oneshot::Sender<u64>),
+}
+
+/// What the device task shares with its handles.
+#[derive(Default)]
+struct Shared {
+    log: Mutex<DeviceLog>,
+    /// Seqs raised by the button, in order.
+    presses: Mutex<Vec<u64>>,
+    receipt: Notify,
+    pressed: Notify,
 }
 
 /// A handle to a running simulated device.
@@ -71,13 +129,14 @@ enum Cmd {
 pub struct DeviceHandle {
     pub id: String,
     tx: mpsc::Sender<Cmd>,
-    log: Arc<Mutex<DeviceLog>>,
-    receipt: Arc<Notify>,
+    shared: Arc<Shared>,
+    button: PinDriver,
 }
 
 impl DeviceHandle {
-    /// Queues an event and returns its seq; the device sends it and
-    /// re-sends it until receipted. `None` if the device has stopped.
+    /// Raises an event (a scripted one, not from an input) and returns its
+    /// seq; the device sends it and re-sends it until receipted. `None` if
+    /// the device has stopped.
     pub async fn emit(&self, kind: EventKind) -> Option<u64> {
         self.emit_inner(kind, None).await
     }
@@ -92,8 +151,47 @@ impl DeviceHandle {
         rx.await.ok()
     }
 
+    /// Presses the alarm button as a hand does (the contact bounces on the
+    /// way in and out, held 150 ms) and returns the seq of the alarm the
+    /// firmware raised, or `None` if it raised none within 2 s.
+    pub async fn press_button(&self) -> Option<u64> {
+        let before = self.presses().len();
+        let wait = async {
+            loop {
+                let notified = self.shared.pressed.notified();
+                if let Some(seq) = self.presses().get(before) {
+                    return *seq;
+                }
+                notified.await;
+            }
+        };
+        let (_, seq) = tokio::join!(
+            self.button.click(Duration::from_millis(150), 3),
+            tokio::time::timeout(Duration::from_secs(2), wait)
+        );
+        seq.ok()
+    }
+
+    /// The button's pin, to press in other ways (held, chattering).
+    pub fn button_pin(&self) -> &PinDriver {
+        &self.button
+    }
+
+    /// The seqs the button raised so far.
+    pub fn presses(&self) -> Vec<u64> {
+        self.shared
+            .presses
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     pub fn log(&self) -> DeviceLog {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until the event with this seq has a receipt, or the timeout.
@@ -104,8 +202,9 @@ impl DeviceHandle {
     ) -> Option<(ReceiptStatus, Duration)> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = self.receipt.notified();
+            let notified = self.shared.receipt.notified();
             if let Some(r) = self
+                .shared
                 .log
                 .lock()
                 .ok()
@@ -123,8 +222,9 @@ impl DeviceHandle {
     pub async fn wait_all_receipted(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let notified = self.receipt.notified();
+            let notified = self.shared.receipt.notified();
             if self
+                .shared
                 .log
                 .lock()
                 .map(|l| l.unreceipted() == 0)
@@ -139,171 +239,181 @@ impl DeviceHandle {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The event a full outbox evicts for a newcomer of `lane`, by the
-/// firmware's rule (`Outbox::push`): of the events in a less important lane
-/// than the newcomer's, the oldest of the least important lane.
-fn eviction_victim(held: &BTreeMap<u64, (Instant, Lane)>, lane: Lane) -> Option<u64> {
-    held.iter()
-        .filter(|(_, (_, l))| *l > lane)
-        .max_by_key(|(seq, (_, l))| (*l, std::cmp::Reverse(**seq)))
-        .map(|(seq, _)| *seq)
+/// Starts a simulated device with an alarm button (`button_press`)
+/// connected to `broker`.
+pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration>) -> DeviceHandle {
+    spawn_device_with(
+        id,
+        broker,
+        DeviceOptions {
+            heartbeat_every,
+            ..DeviceOptions::default()
+        },
+    )
 }
 
 /// Starts a simulated device connected to `broker`.
-///
-/// Its sequence numbers start at the current Unix time in milliseconds, so
-/// that a restarted simulator never goes backwards.
-pub fn spawn_device(id: &str, broker: &MqttUrl, heartbeat_every: Option<Duration>) -> DeviceHandle {
+pub fn spawn_device_with(id: &str, broker: &MqttUrl, options: DeviceOptions) -> DeviceHandle {
     let (tx, mut rx) = mpsc::channel::<Cmd>(1024);
-    let log = Arc::new(Mutex::new(DeviceLog::default()));
-    let receipt = Arc::new(Notify::new());
+    let shared = Arc::new(Shared::default());
+    let button_settings = ButtonSettings {
+        kind: options.button,
+        pre_alarm_ms: 0,
+        ..ButtonSettings::button()
+    };
+    let (pin, button) = sim_pin(button_settings.polarity);
     let handle = DeviceHandle {
         id: id.to_string(),
         tx,
-        log: log.clone(),
-        receipt: receipt.clone(),
+        shared: shared.clone(),
+        button,
     };
-
-    let mut opts = MqttOptions::new(
-        format!("dev-{id}-{}", rand::random::<u32>()),
-        broker.host.clone(),
-        broker.port,
-    );
-    opts.set_keep_alive(Duration::from_secs(5))
-        .set_clean_session(true)
-        .set_inflight(200);
-    let (client, mut eventloop) = AsyncClient::new(opts, 4096);
-    eventloop.network_options.set_tcp_nodelay(true);
+    let mut link = LinkOptions::new(id, &broker.host, broker.port);
+    link.heartbeats = options.heartbeat_every.is_some();
+    let settings = DeviceSettings {
+        heartbeat_ms: options
+            .heartbeat_every
+            .map_or(3_600_000, |d| d.as_millis() as u64),
+        retry_ms: 1000,
+        max_retry_ms: 8000,
+        ..DeviceSettings::default()
+    };
+    let inputs: Vec<Box<dyn Input>> = vec![Box::new(ButtonInput::new(
+        "button",
+        AlarmButton::new(pin, button_settings),
+    ))];
+    let flash = FileFlash::<SECTOR>::in_ram(2);
     let id = id.to_string();
-    let (net_tx, mut net_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
-    // The network half: polls the connection, forwards receipts; `None`
-    // means "(re)connected".
-    let ack_topic = topic::device_topic(&id, "ack").to_string();
-    let sub_client = client.clone();
     tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = sub_client
-                        .subscribe(ack_topic.clone(), QoS::AtLeastOnce)
-                        .await;
-                    if net_tx.send(None).is_err() {
-                        break;
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if net_tx.send(Some(p.payload.to_vec())).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    if net_tx.is_closed() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    });
-    // The device half: the firmware outbox.
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let now = || started.elapsed().as_millis() as u64;
-        let mut outbox: Box<Outbox<OUTBOX_CAPACITY>> = Box::new(Outbox::new(1000, 8000));
-        // What the outbox holds, by seq (= push order): when, which lane.
-        let mut pushed_at: BTreeMap<u64, (Instant, Lane)> = BTreeMap::new();
-        let mut next_seq = unix_ms();
-        let evt_topic = topic::device_topic(&id, "evt").to_string();
-        let hb_topic = topic::device_topic(&id, "hb").to_string();
-        let mut connected = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let mut hb = tokio::time::interval(heartbeat_every.unwrap_or(Duration::from_secs(3600)));
+        let mut device = SimDevice::start(&link, flash, unix_ms(), settings, inputs, POLL_EVERY);
+        device.with_device(Source::Device, |d, now| {
+            d.set_battery(90, now);
+            d.set_rssi(-60);
+        });
+        let mut recorder = Recorder {
+            id,
+            shared,
+            queued_at: HashMap::new(),
+            refused: 0,
+        };
+        recorder.record(&mut device);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::Event(kind, value, reply)) => {
-                        let seq = next_seq;
-                        let _ = reply.send(seq);
-                        next_seq += 1;
-                        let ev = DeviceEvent { seq, kind, ts: Some(unix_ms() / 1000), battery: Some(90), value };
-                        let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                        l.sent.insert(seq, kind);
-                        let evicted_before = outbox.evicted();
-                        if outbox.push(ev, now()).is_err() {
-                            l.refused += 1;
-                            l.refused_seqs.insert(seq);
-                        } else {
-                            if outbox.evicted() > evicted_before {
-                                // The outbox does not say which; its rule does.
-                                if let Some(victim) = eviction_victim(&pushed_at, kind.lane()) {
-                                    pushed_at.remove(&victim);
-                                    l.evicted.insert(victim);
-                                }
-                            }
-                            pushed_at.insert(seq, (Instant::now(), kind.lane()));
-                        }
+                        let raised = device.raise(kind, value);
+                        let refused_as = recorder.record(&mut device);
+                        let _ = reply.send(raised.ok().or(refused_as).unwrap_or(REFUSED_FROM));
                     }
                     None => break,
                 },
-                msg = net_rx.recv() => match msg {
-                    Some(None) => {
-                        connected = true;
-                        outbox.resend_all(now());
-                    }
-                    Some(Some(payload)) => {
-                        if let Ok(r) = Receipt::decode(&payload) {
-                            let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
-                            if r.status == ReceiptStatus::Duplicate && l.sent.contains_key(&r.seq) {
-                                l.duplicate_receipts += 1;
-                            }
-                            if outbox.on_receipt(r.seq).is_some() {
-                                let took = pushed_at.remove(&r.seq).map(|(t, _)| t.elapsed()).unwrap_or_default();
-                                l.receipts.entry(r.seq).or_insert((r.status, took));
-                                if r.status == ReceiptStatus::Rejected {
-                                    l.rejections.insert(r.seq, r.reason.unwrap_or("").to_string());
-                                }
-                                drop(l);
-                                receipt.notify_waiters();
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => {}
-                _ = hb.tick(), if heartbeat_every.is_some() => {
-                    let mut buf = [0u8; 64];
-                    if let Ok(n) = (Heartbeat { v: 1, battery: Some(90), rssi: Some(-60) }).encode(&mut buf) {
-                        let _ = client.try_publish(hb_topic.clone(), QoS::AtMostOnce, false, buf[..n].to_vec());
-                    }
-                }
-            }
-            if connected {
-                while let Some(ev) = outbox.poll_send(now()) {
-                    let mut buf = [0u8; 256];
-                    let Ok(n) = ev.encode(&mut buf) else { break };
-                    if client
-                        .try_publish(
-                            evt_topic.clone(),
-                            QoS::AtLeastOnce,
-                            false,
-                            buf[..n].to_vec(),
-                        )
-                        .is_err()
-                    {
-                        // The connection's queue is full: the outbox offers it again later.
-                        break;
-                    }
+                _ = device.step() => {
+                    recorder.record(&mut device);
                 }
             }
         }
+        device.disconnect();
     });
     handle
+}
+
+/// Writes what the firmware did into the [`DeviceLog`].
+struct Recorder {
+    id: String,
+    shared: Arc<Shared>,
+    queued_at: HashMap<u64, Instant>,
+    refused: u64,
+}
+
+impl Recorder {
+    /// Returns the log's number for the last event refused, if one was.
+    fn record(&mut self, device: &mut SimDevice) -> Option<u64> {
+        let happened: Vec<Happened> = device.drain().collect();
+        if happened.is_empty() {
+            return None;
+        }
+        let mut refused_as = None;
+        let (mut receipted, mut pressed) = (false, false);
+        let mut l = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
+        for h in happened {
+            match h {
+                Happened::Raised { seq, kind, by, .. } => {
+                    l.sent.insert(seq, kind);
+                    self.queued_at.insert(seq, Instant::now());
+                    if matches!(&by, Source::Input(name) if name == "button") {
+                        if let Ok(mut p) = self.shared.presses.lock() {
+                            p.push(seq);
+                        }
+                        pressed = true;
+                    }
+                    if by != Source::Caller {
+                        tracing::debug!(device = %self.id, seq, kind = kind.wire(), ?by, "event raised");
+                    }
+                }
+                Happened::Refused { kind, .. } => {
+                    let n = REFUSED_FROM - self.refused;
+                    self.refused += 1;
+                    l.refused += 1;
+                    l.refused_seqs.insert(n);
+                    l.sent.insert(n, kind);
+                    refused_as = Some(n);
+                }
+                Happened::Evicted { seq, .. } => {
+                    self.queued_at.remove(&seq);
+                    l.evicted.insert(seq);
+                }
+                Happened::Receipt {
+                    seq,
+                    status,
+                    reason,
+                    held,
+                } => {
+                    if status == ReceiptStatus::Duplicate && l.sent.contains_key(&seq) {
+                        l.duplicate_receipts += 1;
+                    }
+                    if held {
+                        let took = self
+                            .queued_at
+                            .remove(&seq)
+                            .map(|t| t.elapsed())
+                            .unwrap_or_default();
+                        l.receipts.entry(seq).or_insert((status, took));
+                        if status == ReceiptStatus::Rejected {
+                            l.rejections.insert(seq, reason.unwrap_or_default());
+                        }
+                        receipted = true;
+                    }
+                }
+                other => tracing::trace!(device = %self.id, happened = ?other, "device"),
+            }
+        }
+        drop(l);
+        if receipted {
+            self.shared.receipt.notify_waiters();
+        }
+        if pressed {
+            self.shared.pressed.notify_waiters();
+        }
+        refused_as
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_press_of_the_button_is_one_alarm_even_without_a_gateway() {
+        let broker = MqttUrl {
+            host: "127.0.0.1".into(),
+            port: 9,
+            tls: false,
+        };
+        let d = spawn_device("button-1", &broker, None);
+        let first = d.press_button().await.expect("an alarm");
+        let second = d.press_button().await.expect("a second alarm");
+        assert!(second > first);
+        assert_eq!(d.presses(), vec![first, second]);
+        assert_eq!(d.log().unreceipted(), 2);
+    }
 }

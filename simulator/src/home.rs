@@ -19,7 +19,7 @@ use trygg_protocol::{EventKind, ReceiptStatus};
 use trygg_uplink::mqtt_url::MqttUrl;
 
 use crate::config::Home;
-use crate::device::{spawn_device, DeviceHandle};
+use crate::device::{spawn_device_with, DeviceHandle, DeviceOptions};
 
 pub const PRESS_FILTER: &str = "trygg/v1/sim/+/press";
 
@@ -58,6 +58,24 @@ pub fn usual_alarm(t: DeviceType) -> EventKind {
         DeviceType::EpilepsySensor => EventKind::Epilepsy,
         DeviceType::MedicineDispenser => EventKind::DoseNotConfirmed,
         DeviceType::Thermometer => EventKind::TestAlarm,
+    }
+}
+
+/// What the alarm button of a device of this type raises.
+fn button_kind(t: DeviceType) -> EventKind {
+    match t {
+        DeviceType::PullCord => EventKind::PullCord,
+        _ => EventKind::ButtonPress,
+    }
+}
+
+/// The resident raises a device's usual alarm: a safety button or pull
+/// cord is pressed (its pin, through the firmware's debounce); any other
+/// device raises its alarm as a scripted event.
+async fn raise_usual_alarm(d: &Device, h: &DeviceHandle) -> Option<u64> {
+    match d.device_type {
+        DeviceType::SafetyButton | DeviceType::PullCord => h.press_button().await,
+        t => h.emit(usual_alarm(t)).await,
     }
 }
 
@@ -114,7 +132,17 @@ impl SimHome {
             .map(|d| {
                 (
                     d.id.clone(),
-                    (d.clone(), spawn_device(&d.id, broker, Some(hb))),
+                    (
+                        d.clone(),
+                        spawn_device_with(
+                            &d.id,
+                            broker,
+                            DeviceOptions {
+                                heartbeat_every: Some(hb),
+                                button: button_kind(d.device_type),
+                            },
+                        ),
+                    ),
                 )
             })
             .collect();
@@ -160,7 +188,7 @@ impl SimHome {
                         break;
                     }
                     let (d, h) = &alarmers[rand::rng().random_range(0..alarmers.len())];
-                    h.emit(usual_alarm(d.device_type)).await;
+                    raise_usual_alarm(d, h).await;
                 }
             });
         }
@@ -243,7 +271,11 @@ async fn press(
             }
         }
     };
-    let seq = handle.emit(kind).await;
+    let seq = if requested.is_empty() {
+        raise_usual_alarm(&d, &handle).await
+    } else {
+        handle.emit(kind).await
+    };
     let answer = match seq {
         Some(s) => handle.wait_receipt(s, Duration::from_secs(10)).await,
         None => None,
