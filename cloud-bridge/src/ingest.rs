@@ -21,7 +21,7 @@
 //!   alarm of the same device and kind that is not closed yet, as a repeat);
 //! - an event the gateway raises about one of its devices (`subject`) is
 //!   shown as that device's; `device_resumed` clears the device's
-//!   `device_silent` alarm.
+//!   `device_silent` alarm, `power_restored` its `power_failure` alarm.
 //!
 //! The receipt names every `(lane, seq)` of the batch, duplicates included:
 //! the gateway may delete them all once the store has committed.
@@ -232,6 +232,14 @@ pub fn ingest(ledger: &mut Ledger, batch: &Batch, now_ms: u64) -> Ingested {
                     "Cleared by the system: the device was heard from again after {} s of silence. / Avsluttet av systemet: enheten ble hørt fra igjen.",
                     r.value.unwrap_or(0.0) as u64
                 ),
+            });
+        }
+        if r.kind == EventKind::PowerRestored {
+            out.clears.push(Clear {
+                gateway: gw.to_string(),
+                device: device.clone(),
+                kind: EventKind::PowerFailure,
+                note: "Cleared by the system: mains power is back. / Avsluttet av systemet: strømmen er tilbake.".to_string(),
             });
         }
         if r.kind.needs_handling() {

@@ -1129,6 +1129,45 @@ mod tests {
     }
 
     #[test]
+    fn power_restored_clears_the_power_failure_alarm_of_that_device_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let ev = |seq: u64, device: &str, kind| record(Lane::Care, seq, device, seq, kind);
+        store
+            .commit(
+                vec![Op::Ingest(batch(
+                    1,
+                    vec![
+                        ev(1, "gw-1", EventKind::PowerFailure),
+                        ev(2, "dispenser-1", EventKind::PowerFailure),
+                    ],
+                ))],
+                10,
+            )
+            .unwrap();
+        let done = store
+            .commit(
+                vec![Op::Ingest(batch(
+                    2,
+                    vec![ev(3, "gw-1", EventKind::PowerRestored)],
+                ))],
+                20,
+            )
+            .unwrap();
+        let cleared = &ingested(&done).2;
+        assert_eq!(cleared.len(), 1);
+        assert_eq!(cleared[0].device, "gw-1");
+        assert!(cleared[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("mains power is back"));
+        let open = store.alarms(Some(AlarmState::Open)).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].device, "dispenser-1");
+    }
+
+    #[test]
     fn device_resumed_clears_the_devices_silent_alarm() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
