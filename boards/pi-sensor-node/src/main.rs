@@ -89,7 +89,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    match runtime.block_on(run(config, stdin, shutdown())) {
+    let result = runtime.block_on(run(config, stdin, shutdown()));
+    // tokio reads stdin on a blocking thread that no shutdown interrupts:
+    // a runtime dropped normally would wait for the next line forever.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

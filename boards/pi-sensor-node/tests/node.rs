@@ -134,7 +134,9 @@ async fn a_pir_event_gets_its_receipt_and_an_unreceipted_one_survives_a_kill() {
     .await;
     assert_eq!(seqs, vec![first, second]);
 
-    // SIGTERM: a clean stop, exit 0.
+    // SIGTERM: a clean stop, exit 0, with stdin still open (tokio's
+    // `wait` would close it, and EOF would hide a stop stuck reading it).
+    let _stdin = node.child.stdin.take();
     let pid = node.child.id().unwrap();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
