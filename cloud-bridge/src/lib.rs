@@ -12,6 +12,7 @@
 //! - [`api`]: the JSON API (axum);
 //! - [`run`]: wires them together and shuts them down in order.
 
+pub mod access;
 pub mod alarm;
 pub mod api;
 pub mod cli;

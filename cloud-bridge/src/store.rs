@@ -134,6 +134,9 @@ pub enum Op {
     RaiseGaps {
         found_before_ms: u64,
     },
+    /// An operation and its audit entry, in the same transaction; the
+    /// entry's outcome says whether an alarm action was refused, and why.
+    Audited(Box<Op>, crate::access::AuditEntry),
 }
 
 /// Why an alarm action was refused.
@@ -192,9 +195,25 @@ impl Store {
             txn.open_table(GAPS)?;
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(COUNTERS)?;
+            txn.open_table(crate::access::USERS)?;
+            txn.open_table(crate::access::SESSIONS)?;
+            txn.open_table(crate::access::RESIDENTS)?;
+            txn.open_table(crate::access::GATEWAY_UNITS)?;
+            txn.open_table(crate::access::AUDIT)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// A write transaction that fsyncs at commit.
+    pub(crate) fn begin_durable(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        Ok(txn)
     }
 
     /// Carries out `ops` in one durable transaction. An alarm action that is
@@ -205,85 +224,7 @@ impl Store {
         txn.set_durability(Durability::Immediate)?;
         let mut done = Vec::with_capacity(ops.len());
         for op in ops {
-            done.push(match op {
-                Op::Ingest(batch) => ingest_batch(&txn, &batch, now_ms)?,
-                Op::DeadLetter {
-                    reason,
-                    message,
-                    topic,
-                    payload,
-                } => {
-                    let id = next(&txn, "dead_letter")?;
-                    let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
-                    let letter = DeadLetter {
-                        id,
-                        at_ms: now_ms,
-                        reason: reason.into(),
-                        message,
-                        topic,
-                        payload: String::from_utf8_lossy(cut).into_owned(),
-                        payload_bytes: payload.len(),
-                    };
-                    txn.open_table(DEAD_LETTERS)?
-                        .insert(id, to_json(&letter).as_slice())?;
-                    Done::DeadLettered(letter)
-                }
-                Op::Acknowledge { alarm, by } => {
-                    Done::Alarm(act(&txn, alarm, |a| a.acknowledge(&by, now_ms))?)
-                }
-                Op::Close { alarm, by, note } => Done::Alarm(act(&txn, alarm, |a| {
-                    a.close(&by, note.as_deref(), now_ms).map(Some)
-                })?),
-                Op::GatewayOffline { gateway, silent_s } => {
-                    let mut fx = Effects::default();
-                    let new = crate::alarm::NewAlarm {
-                        event_id: format!("{gateway}/gateway-offline/{now_ms}"),
-                        gateway: gateway.clone(),
-                        device: gateway.clone(),
-                        device_seq: 0,
-                        kind: EventKind::GatewayOffline,
-                        resident: None,
-                        room: None,
-                        detail: Some(format!(
-                            "nothing heard from the gateway for {silent_s} s / ingenting hørt fra gatewayen på {silent_s} s"
-                        )),
-                        gateway_committed_ms: None,
-                        device_ts: None,
-                    };
-                    raise_or_repeat(&txn, &new, now_ms, &mut fx)?;
-                    Done::Supervised {
-                        gateway,
-                        raised: fx.raised,
-                        cleared: fx.cleared,
-                    }
-                }
-                Op::RaiseGaps { found_before_ms } => {
-                    let mut fx = Effects::default();
-                    raise_gaps(&txn, found_before_ms, now_ms, &mut fx)?;
-                    Done::Supervised {
-                        gateway: String::new(),
-                        raised: fx.raised,
-                        cleared: fx.cleared,
-                    }
-                }
-                Op::GatewayBack { gateway } => {
-                    let mut fx = Effects::default();
-                    clear(
-                        &txn,
-                        &gateway,
-                        &gateway,
-                        EventKind::GatewayOffline,
-                        "Cleared by the system: the gateway is heard from again. / Avsluttet av systemet: gatewayen er tilbake.",
-                        now_ms,
-                        &mut fx,
-                    )?;
-                    Done::Supervised {
-                        gateway,
-                        raised: fx.raised,
-                        cleared: fx.cleared,
-                    }
-                }
-            });
+            done.push(apply(&txn, op, now_ms)?);
         }
         txn.commit()?;
         Ok(done)
@@ -693,6 +634,97 @@ fn act(
 }
 
 /// Hands out the next number of a counter, starting at 1.
+/// Carries out one operation within `txn`.
+fn apply(txn: &WriteTransaction, op: Op, now_ms: u64) -> Result<Done, StoreError> {
+    Ok(match op {
+        Op::Ingest(batch) => ingest_batch(txn, &batch, now_ms)?,
+        Op::DeadLetter {
+            reason,
+            message,
+            topic,
+            payload,
+        } => {
+            let id = next(txn, "dead_letter")?;
+            let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+            let letter = DeadLetter {
+                id,
+                at_ms: now_ms,
+                reason: reason.into(),
+                message,
+                topic,
+                payload: String::from_utf8_lossy(cut).into_owned(),
+                payload_bytes: payload.len(),
+            };
+            txn.open_table(DEAD_LETTERS)?
+                .insert(id, to_json(&letter).as_slice())?;
+            Done::DeadLettered(letter)
+        }
+        Op::Acknowledge { alarm, by } => {
+            Done::Alarm(act(txn, alarm, |a| a.acknowledge(&by, now_ms))?)
+        }
+        Op::Close { alarm, by, note } => Done::Alarm(act(txn, alarm, |a| {
+            a.close(&by, note.as_deref(), now_ms).map(Some)
+        })?),
+        Op::GatewayOffline { gateway, silent_s } => {
+            let mut fx = Effects::default();
+            let new = crate::alarm::NewAlarm {
+                    event_id: format!("{gateway}/gateway-offline/{now_ms}"),
+                    gateway: gateway.clone(),
+                    device: gateway.clone(),
+                    device_seq: 0,
+                    kind: EventKind::GatewayOffline,
+                    resident: None,
+                    room: None,
+                    detail: Some(format!(
+                        "nothing heard from the gateway for {silent_s} s / ingenting hørt fra gatewayen på {silent_s} s"
+                    )),
+                    gateway_committed_ms: None,
+                    device_ts: None,
+                };
+            raise_or_repeat(txn, &new, now_ms, &mut fx)?;
+            Done::Supervised {
+                gateway,
+                raised: fx.raised,
+                cleared: fx.cleared,
+            }
+        }
+        Op::RaiseGaps { found_before_ms } => {
+            let mut fx = Effects::default();
+            raise_gaps(txn, found_before_ms, now_ms, &mut fx)?;
+            Done::Supervised {
+                gateway: String::new(),
+                raised: fx.raised,
+                cleared: fx.cleared,
+            }
+        }
+        Op::GatewayBack { gateway } => {
+            let mut fx = Effects::default();
+            clear(
+                    txn,
+                    &gateway,
+                    &gateway,
+                    EventKind::GatewayOffline,
+                    "Cleared by the system: the gateway is heard from again. / Avsluttet av systemet: gatewayen er tilbake.",
+                    now_ms,
+                    &mut fx,
+                )?;
+            Done::Supervised {
+                gateway,
+                raised: fx.raised,
+                cleared: fx.cleared,
+            }
+        }
+        Op::Audited(op, mut entry) => {
+            let done = apply(txn, *op, now_ms)?;
+            if let Done::Alarm(Err(e)) = &done {
+                entry.outcome = format!("refused: {e}");
+            }
+            crate::access::append_audit(txn, entry)?;
+            done
+        }
+    })
+}
+
 fn next(txn: &WriteTransaction, name: &str) -> Result<u64, StoreError> {
     let mut t = txn.open_table(COUNTERS)?;
     let n = t.get(name)?.map(|v| v.value()).unwrap_or(0) + 1;
