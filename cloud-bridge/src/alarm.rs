@@ -7,8 +7,10 @@
 //! - Acknowledging says "I am on it"; a second person who tries is told who
 //!   took it (409), so two carers do not both drive out, or both assume the
 //!   other did. The same person acknowledging again changes nothing.
-//! - Closing needs a note (what was found, what was done). Closing an open
-//!   alarm is allowed and records the closer as the acknowledger too.
+//! - Closing needs a note (what was found, what was done) and may say its
+//!   [`Cause`] (a real alarm, a false alarm, a test, a technical fault): the
+//!   false-alarm share a municipality reports is counted from it. Closing an
+//!   open alarm is allowed and records the closer as the acknowledger too.
 //! - A closed alarm stays closed.
 //! - **Repeats** of the same kind from the same device while its alarm is
 //!   not closed (an open door, a button pressed again and again) add to
@@ -17,7 +19,7 @@
 //! - Some technical alarms are **cleared by the system** when their cause
 //!   is gone (`device_silent` when the device is heard from again,
 //!   `gateway_offline` when the gateway is back): closed by `trygg` with a
-//!   note saying why.
+//!   note saying why, and the cause `technical`.
 
 use serde::{Deserialize, Serialize};
 use trygg_protocol::EventKind;
@@ -46,6 +48,65 @@ impl AlarmState {
     }
 }
 
+/// Why an alarm happened, as the person closing it judged (the system
+/// says `technical` when it clears an alarm whose cause is gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// Somebody needed help.
+    Real,
+    /// Nobody needed help: pressed by mistake, a sensor misread.
+    False,
+    /// A planned test of the device or the chain.
+    Test,
+    /// A fault in the equipment (battery, link, power), not a person.
+    Technical,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 4] = [Cause::Real, Cause::False, Cause::Test, Cause::Technical];
+
+    /// The wire name (`real`, `false`, `test`, `technical`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Real => "real",
+            Cause::False => "false",
+            Cause::Test => "test",
+            Cause::Technical => "technical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == s.trim())
+    }
+
+    pub fn label_nb(self) -> &'static str {
+        match self {
+            Cause::Real => "Reell alarm",
+            Cause::False => "Falsk alarm",
+            Cause::Test => "Test",
+            Cause::Technical => "Teknisk feil",
+        }
+    }
+
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Cause::Real => "Real alarm",
+            Cause::False => "False alarm",
+            Cause::Test => "Test",
+            Cause::Technical => "Technical fault",
+        }
+    }
+
+    /// The label in the reader's language.
+    pub fn label(self, lang: crate::access::Lang) -> &'static str {
+        match lang {
+            crate::access::Lang::Nb => self.label_nb(),
+            crate::access::Lang::En => self.label_en(),
+        }
+    }
+}
+
 /// What happened to an alarm, as told on the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +115,8 @@ pub enum Change {
     /// The same device reported the same kind again while it was open.
     Repeated,
     Acknowledged,
+    /// Nobody acknowledged it in time: it went to the next group.
+    Escalated,
     Closed,
 }
 
@@ -104,12 +167,37 @@ pub struct Alarm {
     pub closed_by: Option<String>,
     pub closed_ms: Option<u64>,
     pub note: Option<String>,
+    /// Why it happened, as judged when it was closed. Absent in alarms
+    /// stored before causes were recorded, and when the closer did not say.
+    #[serde(default)]
+    pub cause: Option<Cause>,
     /// Further reports of this kind from this device while it was not
     /// closed, and when the last one came.
     #[serde(default)]
     pub repeats: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repeat_ms: Option<u64>,
+    /// The step of `[escalation] chain` now responsible: 0 is the first
+    /// group, each step up is one escalation.
+    #[serde(default)]
+    pub escalation_level: u8,
+    /// The group it was last escalated to; `None` while it is with the
+    /// first group.
+    #[serde(default)]
+    pub escalated_to: Option<String>,
+    /// Each escalation, oldest first.
+    #[serde(default)]
+    pub escalations: Vec<Escalation>,
+}
+
+/// One step up the escalation chain: nobody acknowledged the alarm within
+/// the step's time, so it went to the step's group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The step (1 is the chain's second group).
+    pub level: u8,
+    pub group: String,
+    pub at_ms: u64,
 }
 
 /// Why a transition was refused. `Invalid` is the caller's input (422);
@@ -149,8 +237,12 @@ impl Alarm {
             closed_by: None,
             closed_ms: None,
             note: None,
+            cause: None,
             repeats: 0,
             last_repeat_ms: None,
+            escalation_level: 0,
+            escalated_to: None,
+            escalations: Vec::new(),
         }
     }
 
@@ -181,6 +273,7 @@ impl Alarm {
         self.closed_by = Some(SYSTEM_ACTOR.into());
         self.closed_ms = Some(now_ms);
         self.note = Some(why.into());
+        self.cause = Some(Cause::Technical);
         Some(Change::Closed)
     }
 
@@ -204,11 +297,13 @@ impl Alarm {
         }
     }
 
-    /// Closes the alarm with a note on what was found and done.
+    /// Closes the alarm with a note on what was found and done, and the
+    /// cause when the closer says it.
     pub fn close(
         &mut self,
         by: &str,
         note: Option<&str>,
+        cause: Option<Cause>,
         now_ms: u64,
     ) -> Result<Change, WorkflowError> {
         let by = person(by)?;
@@ -235,6 +330,7 @@ impl Alarm {
         self.closed_by = Some(by.into());
         self.closed_ms = Some(now_ms);
         self.note = Some(note.into());
+        self.cause = cause;
         Ok(Change::Closed)
     }
 
@@ -336,7 +432,7 @@ mod tests {
             Err(WorkflowError::Invalid(_))
         ));
         assert!(matches!(
-            a.close("", Some("ok"), 2000),
+            a.close("", Some("ok"), None, 2000),
             Err(WorkflowError::Invalid(_))
         ));
         assert_eq!(a.state, AlarmState::Open);
@@ -348,11 +444,11 @@ mod tests {
         a.acknowledge("kari", 2000).unwrap();
         let before = a.clone();
         assert!(matches!(
-            a.close("kari", None, 3000),
+            a.close("kari", None, None, 3000),
             Err(WorkflowError::Invalid(_))
         ));
         assert!(matches!(
-            a.close("kari", Some(" \n "), 3000),
+            a.close("kari", Some(" \n "), None, 3000),
             Err(WorkflowError::Invalid(_))
         ));
         assert_eq!(a, before);
@@ -363,10 +459,10 @@ mod tests {
         let mut a = open_alarm();
         let note = "x".repeat(MAX_NOTE_CHARS + 1);
         assert!(matches!(
-            a.close("kari", Some(&note), 3000),
+            a.close("kari", Some(&note), None, 3000),
             Err(WorkflowError::Invalid(_))
         ));
-        assert!(a.close("kari", Some(&note[1..]), 3000).is_ok());
+        assert!(a.close("kari", Some(&note[1..]), None, 3000).is_ok());
     }
 
     #[test]
@@ -374,7 +470,12 @@ mod tests {
         let mut a = open_alarm();
         a.acknowledge("ola", 2000).unwrap();
         assert_eq!(
-            a.close("kari", Some(" found on floor, helped up "), 3000),
+            a.close(
+                "kari",
+                Some(" found on floor, helped up "),
+                Some(Cause::Real),
+                3000
+            ),
             Ok(Change::Closed)
         );
         assert_eq!(a.state, AlarmState::Closed);
@@ -384,13 +485,19 @@ mod tests {
             (Some("kari"), Some(3000))
         );
         assert_eq!(a.note.as_deref(), Some("found on floor, helped up"));
+        assert_eq!(a.cause, Some(Cause::Real));
     }
 
     #[test]
     fn closing_an_open_alarm_implies_acknowledging_it() {
         let mut a = open_alarm();
-        a.close("kari", Some("false alarm, pressed by mistake"), 3000)
-            .unwrap();
+        a.close(
+            "kari",
+            Some("false alarm, pressed by mistake"),
+            Some(Cause::False),
+            3000,
+        )
+        .unwrap();
         assert_eq!(
             (a.acknowledged_by.as_deref(), a.acknowledged_ms),
             (Some("kari"), Some(3000))
@@ -401,13 +508,13 @@ mod tests {
     #[test]
     fn a_closed_alarm_can_be_neither_closed_nor_acknowledged_again() {
         let mut a = open_alarm();
-        a.close("kari", Some("ok"), 3000).unwrap();
+        a.close("kari", Some("ok"), None, 3000).unwrap();
         let conflict = Err(WorkflowError::Conflict(
             "alarm 17 is already closed by kari".into(),
         ));
-        assert_eq!(a.close("ola", Some("again"), 4000), conflict.clone());
+        assert_eq!(a.close("ola", Some("again"), None, 4000), conflict.clone());
         assert_eq!(
-            a.close("ola", None, 4000),
+            a.close("ola", None, None, 4000),
             conflict.clone(),
             "conflict wins over a missing note"
         );
@@ -432,7 +539,7 @@ mod tests {
         assert_eq!(a.repeat(2000), Change::Repeated);
         a.repeat(3000);
         assert_eq!((a.repeats, a.last_repeat_ms), (2, Some(3000)));
-        a.close("kari", Some("door closed"), 4000).unwrap();
+        a.close("kari", Some("door closed"), None, 4000).unwrap();
         assert!(!a.takes_repeats(), "a closed alarm takes no more repeats");
     }
 
@@ -445,6 +552,28 @@ mod tests {
         );
         assert_eq!(a.closed_by.as_deref(), Some(SYSTEM_ACTOR));
         assert_eq!(a.note.as_deref(), Some("device heard from again"));
+        assert_eq!(a.cause, Some(Cause::Technical));
         assert_eq!(a.clear("again", 6000), None);
+    }
+
+    #[test]
+    fn causes_use_snake_case_wire_names_and_have_labels_in_both_languages() {
+        for c in Cause::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(Cause::parse(c.as_str()), Some(c));
+            assert!(!c.label_nb().is_empty() && !c.label_en().is_empty());
+        }
+        assert_eq!(Cause::parse("false"), Some(Cause::False));
+        assert_eq!(Cause::parse("mistake"), None);
+        assert_eq!(Cause::False.label(crate::access::Lang::Nb), "Falsk alarm");
+    }
+
+    #[test]
+    fn an_alarm_stored_before_causes_reads_without_one() {
+        let mut json = serde_json::to_value(open_alarm()).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("cause");
+        let a: Alarm = serde_json::from_value(json).unwrap();
+        assert_eq!(a.cause, None);
     }
 }

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 use trygg_uplink::metrics::Metrics;
 
-use crate::alarm::{AlarmState, WorkflowError};
+use crate::alarm::{AlarmState, Cause, WorkflowError};
 use crate::store::{ActionError, AlarmChange, Done, Op, Store, StoreError, StoreWriter};
 
 /// The hand-written OpenAPI 3.1 description of this API.
@@ -201,6 +201,10 @@ struct CloseBody {
     by: String,
     #[serde(default)]
     note: Option<String>,
+    /// `real`, `false`, `test` or `technical`; optional here (the
+    /// console's form always sends one).
+    #[serde(default)]
+    cause: Option<Cause>,
 }
 
 /// Reads a JSON body; anything wrong with it is a 422 that says what.
@@ -247,6 +251,7 @@ async fn close(
             alarm,
             by: b.by,
             note: b.note,
+            cause: b.cause,
         },
     )
     .await

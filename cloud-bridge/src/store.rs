@@ -119,6 +119,8 @@ pub enum Op {
         alarm: u64,
         by: String,
         note: Option<String>,
+        /// Why it happened, when the closer says.
+        cause: Option<crate::alarm::Cause>,
     },
     /// Nothing heard from a gateway for its period: raise `gateway_offline`.
     GatewayOffline {
@@ -662,8 +664,13 @@ fn apply(txn: &WriteTransaction, op: Op, now_ms: u64) -> Result<Done, StoreError
         Op::Acknowledge { alarm, by } => {
             Done::Alarm(act(txn, alarm, |a| a.acknowledge(&by, now_ms))?)
         }
-        Op::Close { alarm, by, note } => Done::Alarm(act(txn, alarm, |a| {
-            a.close(&by, note.as_deref(), now_ms).map(Some)
+        Op::Close {
+            alarm,
+            by,
+            note,
+            cause,
+        } => Done::Alarm(act(txn, alarm, |a| {
+            a.close(&by, note.as_deref(), cause, now_ms).map(Some)
         })?),
         Op::GatewayOffline { gateway, silent_s } => {
             let mut fx = Effects::default();
@@ -1058,6 +1065,7 @@ mod tests {
                         alarm: 1,
                         by: "kari".into(),
                         note: None,
+                        cause: None,
                     },
                     Op::Acknowledge {
                         alarm: 99,
@@ -1149,6 +1157,7 @@ mod tests {
                     alarm: id,
                     by: "kari".into(),
                     note: Some("door closed".into()),
+                    cause: Some(crate::alarm::Cause::Real),
                 }],
                 30,
             )

@@ -59,10 +59,11 @@ async fn press_reaches_the_backend(
         .api
         .post(
             &format!("/api/v1/alarms/{id}/close"),
-            serde_json::json!({"by": "kari", "note": "visited; all well"}),
+            serde_json::json!({"by": "kari", "note": "visited; all well", "cause": "real"}),
         )
         .await;
     assert_eq!((s, a["state"].as_str()), (200, Some("closed")));
+    assert_eq!(a["cause"], "real");
     assert!(backend.api.alarms("open").await.is_empty());
 
     // The journal is emptied once the backend's receipt arrived.
