@@ -586,6 +586,26 @@ impl Store {
         Ok(user.map(|u| Principal::of(&u, &session.csrf)))
     }
 
+    /// Sets the language a user reads the console in (their profile).
+    /// `Ok(false)` if there is no such user.
+    pub fn set_lang(&self, username: &str, lang: Lang) -> Result<bool, StoreError> {
+        let txn = self.begin_durable()?;
+        let found = {
+            let mut users = txn.open_table(USERS)?;
+            let user: Option<User> = users.get(username)?.map(|v| parse(v.value())).transpose()?;
+            match user {
+                Some(mut u) => {
+                    u.lang = lang;
+                    users.insert(username, json(&u).as_slice())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
     /// Ends a session (logout).
     pub fn logout(
         &self,

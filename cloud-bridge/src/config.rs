@@ -22,6 +22,41 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub api: ApiConfig,
     pub supervision: SupervisionConfig,
+    /// Who an unacknowledged alarm goes to next, and when (`escalation`).
+    pub escalation: crate::escalation::EscalationConfig,
+    pub console: ConsoleConfig,
+}
+
+/// The staff console (`docs/console.md`): pages with login, served apart
+/// from the loopback service API.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Port 0 picks a free port. Beyond loopback only with TLS.
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key: the console is served over
+    /// HTTPS when both are given.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// A session unused this many minutes ends.
+    pub idle_min: u64,
+    /// A session ends this many hours after login, used or not.
+    pub absolute_h: u64,
+}
+
+impl ConsoleConfig {
+    pub fn session_policy(&self) -> crate::access::SessionPolicy {
+        crate::access::SessionPolicy {
+            idle_ms: self.idle_min.saturating_mul(60_000),
+            absolute_ms: self.absolute_h.saturating_mul(3_600_000),
+        }
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -135,6 +170,31 @@ impl Config {
                 ),
             });
         }
+        let c = &self.console;
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            return invalid(
+                "console.tls_cert",
+                "give tls_cert and tls_key together (PEM files), or neither for plain HTTP on loopback",
+            );
+        }
+        if !c.listen.ip().is_loopback() && !c.tls() {
+            return Err(ConfigError::Invalid {
+                field: "console.listen",
+                reason: format!(
+                    "{} is not a loopback address and no TLS is configured; passwords and session \
+                     cookies must not cross a network in clear: set console.tls_cert and \
+                     console.tls_key, or listen on 127.0.0.1 behind a TLS proxy",
+                    c.listen
+                ),
+            });
+        }
+        if c.idle_min == 0 || c.absolute_h == 0 {
+            return invalid(
+                "console.idle_min",
+                "idle_min and absolute_h must be at least 1",
+            );
+        }
+        self.escalation.validate()?;
         let b = &self.broker;
         match b.mode {
             BrokerMode::Embedded => {
@@ -211,6 +271,35 @@ mod tests {
             err.contains("api.listen") && err.contains("no login"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn console_defaults_to_loopback_without_tls() {
+        let c = Config::default();
+        assert_eq!(c.console.listen, "127.0.0.1:8081".parse().unwrap());
+        assert!(!c.console.tls());
+        assert_eq!(
+            c.console.session_policy(),
+            crate::access::SessionPolicy::default()
+        );
+    }
+
+    #[test]
+    fn console_beyond_loopback_without_tls_is_refused_naming_the_field() {
+        let c = Config::from_toml_str("[console]\nlisten = \"0.0.0.0:8081\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("console.listen"), "{err}");
+        let c = Config::from_toml_str(
+            "[console]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let c = Config::from_toml_str("[console]\ntls_cert = \"c.pem\"\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("console.tls_cert"));
     }
 
     #[test]

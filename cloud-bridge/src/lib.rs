@@ -10,6 +10,7 @@
 //! - [`store`]: redb, one writer thread with group commit;
 //! - [`uplink`]: the MQTT client shell;
 //! - [`api`]: the JSON API (axum);
+//! - [`escalation`]: unacknowledged alarms up the configured chain;
 //! - [`run`]: wires them together and shuts them down in order.
 
 pub mod access;
@@ -17,6 +18,8 @@ pub mod alarm;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod escalation;
+pub mod console;
 pub mod ingest;
 pub mod store;
 pub mod supervision;
@@ -53,6 +56,18 @@ pub struct Ready {
     pub api: SocketAddr,
     /// The CA certificate gateways must trust.
     pub ca_file: PathBuf,
+    /// The staff console's address (`docs/console.md`).
+    pub console: SocketAddr,
+    /// Whether the console is served over HTTPS.
+    pub console_tls: bool,
+}
+
+impl Ready {
+    /// The console's base URL, `http(s)://HOST:PORT`.
+    pub fn console_url(&self) -> String {
+        let scheme = if self.console_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.console)
+    }
 }
 
 impl std::fmt::Display for Ready {
@@ -60,10 +75,11 @@ impl std::fmt::Display for Ready {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "trygg-bridge ready: broker={} api=http://{} ca={}",
+            "trygg-bridge ready: broker={} api=http://{} ca={} console={}",
             self.broker,
             self.api,
-            self.ca_file.display()
+            self.ca_file.display(),
+            self.console_url()
         )
     }
 }
@@ -90,6 +106,15 @@ pub enum BridgeError {
     },
     #[error("API server failed: {0}")]
     Api(std::io::Error),
+    #[error("cannot listen for the console on {addr}: {source}")]
+    ConsoleBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    ConsoleTls(#[from] console::tls::ConsoleTlsError),
+    #[error("console server failed: {0}")]
+    Console(std::io::Error),
     #[error(transparent)]
     Uplink(#[from] uplink::UplinkError),
     #[error("a bridge task failed: {0}")]
@@ -198,6 +223,13 @@ pub async fn run(
         std::time::Duration::from_secs(config.supervision.gap_grace_s),
         cancel.clone(),
     ));
+    let escalator = tokio::spawn(escalation::run(
+        store.clone(),
+        writer.clone(),
+        Arc::new(config.escalation.clone()),
+        store::now_ms,
+        cancel.clone(),
+    ));
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
     let mut uplink = tokio::spawn(uplink::run(
         uplink::UplinkSettings {
@@ -211,13 +243,19 @@ pub async fn run(
         cancel.clone(),
         subscribed_tx,
     ));
-    let app = api::router(api::AppState {
+    let app_state = api::AppState {
         store,
         writer,
         metrics,
         changes,
         cancel: cancel.clone(),
-    });
+    };
+    let console_app = console::router(console::ConsoleState {
+        app: app_state.clone(),
+        policy: config.console.session_policy(),
+    })
+    .into_make_service_with_connect_info::<console::Peer>();
+    let app = api::router(app_state);
     let mut api = tokio::spawn({
         let cancel = cancel.clone();
         async move {
@@ -228,10 +266,53 @@ pub async fn run(
     });
     tracing::info!(api = %api_addr, broker = %broker, "api listening");
 
+    // The console: its own listener, HTTPS when given a certificate.
+    let c = &config.console;
+    let console_tcp = tokio::net::TcpListener::bind(c.listen)
+        .await
+        .map_err(|source| BridgeError::ConsoleBind {
+            addr: c.listen,
+            source,
+        })?;
+    let console_addr = console_tcp
+        .local_addr()
+        .map_err(|source| BridgeError::ConsoleBind {
+            addr: c.listen,
+            source,
+        })?;
+    let console_tls = match (&c.tls_cert, &c.tls_key) {
+        (Some(cert), Some(key)) => Some(console::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let mut console_task = {
+        let cancel = cancel.clone();
+        let has_tls = console_tls.is_some();
+        let task = match console_tls {
+            Some(tls) => {
+                let listener = console::tls::TlsListener::new(console_tcp, tls)
+                    .map_err(BridgeError::Console)?;
+                tokio::spawn(async move {
+                    axum::serve(listener, console_app)
+                        .with_graceful_shutdown(cancel.cancelled_owned())
+                        .await
+                })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(console_tcp, console_app)
+                    .with_graceful_shutdown(cancel.cancelled_owned())
+                    .await
+            }),
+        };
+        tracing::info!(console = %console_addr, tls = has_tls, "console listening");
+        task
+    };
+
     let ready_msg = Ready {
         broker,
         api: api_addr,
         ca_file: ca_file.unwrap_or_default(),
+        console: console_addr,
+        console_tls: config.console.tls(),
     };
     let mut ready = ready;
     let mut subscribed_rx = Some(subscribed_rx);
@@ -239,6 +320,7 @@ pub async fn run(
     let mut result: Result<(), BridgeError> = Ok(());
     let mut uplink_done = None;
     let mut api_done = None;
+    let mut console_done = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -264,6 +346,11 @@ pub async fn run(
                 api_done = Some(r);
                 break;
             }
+            r = &mut console_task => {
+                tracing::error!("console stopped before shutdown");
+                console_done = Some(r);
+                break;
+            }
         }
     }
 
@@ -281,6 +368,7 @@ pub async fn run(
         Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
     }
     let _ = supervisor.await;
+    let _ = escalator.await;
     let api_result = match api_done {
         Some(r) => r,
         None => api.await,
@@ -288,6 +376,15 @@ pub async fn run(
     match api_result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => result = result.and(Err(BridgeError::Api(e))),
+        Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
+    }
+    let console_result = match console_done {
+        Some(r) => r,
+        None => console_task.await,
+    };
+    match console_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => result = result.and(Err(BridgeError::Console(e))),
         Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
     }
     tokio::task::spawn_blocking(move || writer_thread.join())

@@ -502,6 +502,7 @@ async fn start_backend(
     };
     config.broker.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.console.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (tx, rx) = oneshot::channel();
     let shutdown = cancel.clone().cancelled_owned();
     let task = tokio::spawn(async move {

@@ -77,6 +77,10 @@ pub async fn run_demo(
         api: trygg_bridge::config::ApiConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port))),
         },
+        console: trygg_bridge::config::ConsoleConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..defaults.console
+        },
         ..defaults
     };
     let (btx, brx) = tokio::sync::oneshot::channel();

@@ -158,6 +158,11 @@ pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_b
             ..defaults.broker
         },
         api: trygg_bridge::config::ApiConfig { listen: api },
+        // A free port: tests run side by side.
+        console: trygg_bridge::config::ConsoleConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..defaults.console
+        },
         ..defaults
     }
 }

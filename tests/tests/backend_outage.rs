@@ -19,7 +19,7 @@ async fn events_buffered_during_a_backend_outage_arrive_once_and_alarms_first() 
     std::fs::write(
         &config_file,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"{broker}\"\n[api]\nlisten = \"{api_addr}\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"{broker}\"\n[api]\nlisten = \"{api_addr}\"\n[console]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("backend")
         ),
     )

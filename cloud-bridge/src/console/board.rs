@@ -1,0 +1,1 @@
+//! The alarm board and the alarm's article, as HTML.
