@@ -259,6 +259,42 @@ impl Alarm {
         Change::Repeated
     }
 
+    /// Takes every step of `chain` beyond this alarm's level whose time has
+    /// come by `now_ms` (counted from when it was raised), if nobody has
+    /// acknowledged it. Returns the steps taken, in order; none is taken
+    /// twice.
+    pub fn escalate(
+        &mut self,
+        chain: &[crate::escalation::EscalationStep],
+        now_ms: u64,
+    ) -> Vec<Escalation> {
+        if self.state != AlarmState::Open {
+            return Vec::new();
+        }
+        let age_ms = now_ms.saturating_sub(self.raised_ms);
+        let mut taken = Vec::new();
+        for (i, step) in chain
+            .iter()
+            .enumerate()
+            .skip(usize::from(self.escalation_level) + 1)
+        {
+            let Ok(level) = u8::try_from(i) else { break };
+            if age_ms < step.after_s.saturating_mul(1000) {
+                break;
+            }
+            let e = Escalation {
+                level,
+                group: step.group.clone(),
+                at_ms: now_ms,
+            };
+            self.escalation_level = level;
+            self.escalated_to = Some(step.group.clone());
+            self.escalations.push(e.clone());
+            taken.push(e);
+        }
+        taken
+    }
+
     /// Closes an alarm whose cause is gone, as the system. `None` if it
     /// was closed already.
     pub fn clear(&mut self, why: &str, now_ms: u64) -> Option<Change> {
@@ -575,5 +611,54 @@ mod tests {
         obj.remove("cause");
         let a: Alarm = serde_json::from_value(json).unwrap();
         assert_eq!(a.cause, None);
+    }
+
+    fn chain() -> Vec<crate::escalation::EscalationStep> {
+        [
+            ("home-care", 0),
+            ("response-centre", 120),
+            ("on-call-nurse", 300),
+        ]
+        .into_iter()
+        .map(|(group, after_s)| crate::escalation::EscalationStep {
+            group: group.into(),
+            after_s,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn an_open_alarm_escalates_one_step_at_a_time_as_each_comes_due() {
+        let mut a = open_alarm();
+        assert!(a.escalate(&chain(), 1000 + 119_999).is_empty());
+        let up = a.escalate(&chain(), 1000 + 120_000);
+        assert_eq!(up.len(), 1);
+        assert_eq!(
+            (a.escalation_level, a.escalated_to.as_deref()),
+            (1, Some("response-centre"))
+        );
+        assert!(a.escalate(&chain(), 1000 + 200_000).is_empty(), "once");
+        assert_eq!(a.escalate(&chain(), 1000 + 300_000)[0].level, 2);
+        assert!(a.escalate(&chain(), u64::MAX).is_empty(), "end of chain");
+    }
+
+    #[test]
+    fn a_late_check_takes_every_step_that_came_due_in_order() {
+        let mut a = open_alarm();
+        let up = a.escalate(&chain(), 1000 + 600_000);
+        assert_eq!(up.iter().map(|e| e.level).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(a.escalated_to.as_deref(), Some("on-call-nurse"));
+    }
+
+    #[test]
+    fn an_acknowledged_or_closed_alarm_does_not_escalate() {
+        let mut a = open_alarm();
+        a.acknowledge("kari", 2000).unwrap();
+        assert!(a.escalate(&chain(), u64::MAX).is_empty());
+        let mut b = open_alarm();
+        b.close("kari", Some("ok"), Some(Cause::Test), 2000)
+            .unwrap();
+        assert!(b.escalate(&chain(), u64::MAX).is_empty());
+        assert_eq!(b.escalation_level, 0);
     }
 }

@@ -27,6 +27,9 @@
 //! dead_letters    id                 -> DeadLetter
 //! counters        name               -> next number
 //! ```
+//!
+//! An alarm's escalation (`escalation_level`, `escalated_to`, `escalations`)
+//! is kept on the alarm itself, so a restart carries on where it was.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -136,6 +139,13 @@ pub enum Op {
     RaiseGaps {
         found_before_ms: u64,
     },
+    /// Escalates every open alarm whose next step of the chain has come by
+    /// `as_of_ms`, each step with an `escalate` audit entry by `trygg` in
+    /// this transaction (`crate::escalation`).
+    Escalate {
+        policy: Arc<crate::escalation::EscalationConfig>,
+        as_of_ms: u64,
+    },
     /// An operation and its audit entry, in the same transaction; the
     /// entry's outcome says whether an alarm action was refused, and why.
     Audited(Box<Op>, crate::access::AuditEntry),
@@ -173,6 +183,8 @@ pub enum Done {
     },
     DeadLettered(DeadLetter),
     Alarm(ActionOutcome),
+    /// The alarms escalated, as they now are.
+    Escalated(Vec<Alarm>),
 }
 
 #[derive(Clone)]
@@ -283,6 +295,30 @@ impl Store {
             let (_, found, alarm) = v.value();
             if alarm == 0 && found < found_before_ms {
                 return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether any open alarm's next escalation step has come by
+    /// `as_of_ms` (a read, so the check costs no fsync).
+    pub fn escalations_due(
+        &self,
+        policy: &crate::escalation::EscalationConfig,
+        as_of_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let ids = not_closed(&txn.open_table(OPEN_ALARMS)?, &txn.open_table(GAPS)?)?;
+        let alarms = txn.open_table(ALARMS)?;
+        for id in ids {
+            if let Some(v) = alarms.get(id)? {
+                let alarm: Alarm = from_json(v.value())?;
+                if policy
+                    .next_due_ms(&alarm)
+                    .is_some_and(|due| due <= as_of_ms)
+                {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
@@ -635,6 +671,76 @@ fn act(
     }
 }
 
+/// The alarms that may not be closed: those of `open_alarms`, and the gap
+/// alarms, which take no repeats and so are only in `gaps`. A superset
+/// (an alarm closed by hand keeps its gap until it is filled): the caller
+/// checks each alarm's state.
+fn not_closed(
+    open: &impl ReadableTable<(&'static str, &'static str, &'static str), u64>,
+    gaps: &impl ReadableTable<(&'static str, u8, u64), (u64, u64, u64)>,
+) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+    let mut ids = std::collections::BTreeSet::new();
+    for entry in open.iter()? {
+        ids.insert(entry?.1.value());
+    }
+    for entry in gaps.iter()? {
+        let alarm = entry?.1.value().2;
+        if alarm != 0 {
+            ids.insert(alarm);
+        }
+    }
+    Ok(ids)
+}
+
+/// Takes every escalation step that has come by `as_of_ms`, with an audit
+/// entry for each in this transaction.
+fn escalate(
+    txn: &WriteTransaction,
+    policy: &crate::escalation::EscalationConfig,
+    as_of_ms: u64,
+) -> Result<Vec<Alarm>, StoreError> {
+    let ids = not_closed(&txn.open_table(OPEN_ALARMS)?, &txn.open_table(GAPS)?)?;
+    let mut alarms = txn.open_table(ALARMS)?;
+    let mut out = Vec::new();
+    for id in ids {
+        let found = alarms
+            .get(id)?
+            .map(|v| from_json::<Alarm>(v.value()))
+            .transpose()?;
+        let Some(mut alarm) = found else { continue };
+        if !policy.applies_to(&alarm) {
+            continue;
+        }
+        let taken = alarm.escalate(&policy.chain, as_of_ms);
+        if taken.is_empty() {
+            continue;
+        }
+        alarms.insert(id, to_json(&alarm).as_slice())?;
+        for e in &taken {
+            let after_s = policy
+                .chain
+                .get(usize::from(e.level))
+                .map_or(0, |s| s.after_s);
+            crate::access::append_audit(
+                txn,
+                crate::access::AuditEntry::new(
+                    crate::alarm::SYSTEM_ACTOR,
+                    "escalate",
+                    &format!("alarm/{id}"),
+                    &format!(
+                        "ok: level {} to {}, unacknowledged {after_s} s",
+                        e.level, e.group
+                    ),
+                    "",
+                    as_of_ms,
+                ),
+            )?;
+        }
+        out.push(alarm);
+    }
+    Ok(out)
+}
+
 /// Hands out the next number of a counter, starting at 1.
 /// Carries out one operation within `txn`.
 fn apply(txn: &WriteTransaction, op: Op, now_ms: u64) -> Result<Done, StoreError> {
@@ -721,6 +827,7 @@ fn apply(txn: &WriteTransaction, op: Op, now_ms: u64) -> Result<Done, StoreError
                 cleared: fx.cleared,
             }
         }
+        Op::Escalate { policy, as_of_ms } => Done::Escalated(escalate(txn, &policy, as_of_ms)?),
         Op::Audited(op, mut entry) => {
             let done = apply(txn, *op, now_ms)?;
             if let Done::Alarm(Err(e)) = &done {
@@ -945,6 +1052,16 @@ fn report(done: &Done, metrics: &Metrics, changes: &broadcast::Sender<AlarmChang
             });
         }
         Done::Alarm(_) => {}
+        Done::Escalated(alarms) => {
+            for a in alarms {
+                metrics.inc("alarms_escalated_total", "");
+                tracing::warn!(alarm = a.id, kind = %a.kind, level = a.escalation_level, group = a.escalated_to.as_deref().unwrap_or(""), "alarm not acknowledged in time: escalated");
+                let _ = changes.send(AlarmChange {
+                    change: Change::Escalated,
+                    alarm: a.clone(),
+                });
+            }
+        }
     }
 }
 
