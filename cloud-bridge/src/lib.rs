@@ -16,6 +16,7 @@
 pub mod access;
 pub mod alarm;
 pub mod api;
+pub mod benefits;
 pub mod cli;
 pub mod config;
 pub mod escalation;

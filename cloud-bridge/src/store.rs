@@ -104,6 +104,17 @@ pub struct DeadLetter {
     pub payload_bytes: usize,
 }
 
+/// A device the bridge has heard from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownDevice {
+    pub gateway: String,
+    pub device: String,
+    /// The resident named on its latest event, if any.
+    pub resident: Option<String>,
+    /// When the bridge stored its first event, Unix ms.
+    pub first_ms: u64,
+}
+
 /// One write for the store.
 #[derive(Debug)]
 pub enum Op {
@@ -298,6 +309,55 @@ impl Store {
             }
         }
         Ok(false)
+    }
+
+    /// Every device that has sent an event (not the gateways themselves),
+    /// with its gateway, the resident named on its latest event and when it
+    /// was first heard of. One range read per device, not per event.
+    pub fn devices(&self) -> Result<Vec<KnownDevice>, StoreError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read()?;
+        let by_device = txn.open_table(DEVICE_EVENTS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let first = match &after {
+                None => by_device.iter()?.next(),
+                Some(d) => by_device
+                    .range::<(&str, u64)>((
+                        Bound::Excluded((d.as_str(), u64::MAX)),
+                        Bound::Unbounded,
+                    ))?
+                    .next(),
+            };
+            let Some(first) = first else { break };
+            let (key, first_id) = first?;
+            let device = key.value().0.to_string();
+            let first_id = first_id.value().to_string();
+            let last_id = match by_device
+                .range((device.as_str(), 0u64)..=(device.as_str(), u64::MAX))?
+                .next_back()
+            {
+                Some(e) => e?.1.value().to_string(),
+                None => first_id.clone(),
+            };
+            let read = |id: &str| -> Result<Option<StoredEvent>, StoreError> {
+                events.get(id)?.map(|v| from_json(v.value())).transpose()
+            };
+            if let (Some(first), Some(last)) = (read(&first_id)?, read(&last_id)?) {
+                if last.device != last.gateway {
+                    out.push(KnownDevice {
+                        gateway: last.gateway,
+                        device: device.clone(),
+                        resident: last.resident,
+                        first_ms: first.stored_ms,
+                    });
+                }
+            }
+            after = Some(device);
+        }
+        Ok(out)
     }
 
     /// Whether any open alarm's next escalation step has come by
