@@ -20,6 +20,7 @@
 //! into HTML goes through [`esc`].
 
 pub mod admin;
+pub mod benefits_page;
 mod board;
 pub mod form;
 pub mod html;
@@ -77,8 +78,8 @@ pub fn router(state: ConsoleState) -> Router {
         // engineer's): /admin/users, /admin/residents, /admin/audit and
         // /console/api/audit.
         .merge(admin::routes())
-        // ---- merge point: benefits (/benefits, /console/api/benefits):
-        // `.merge(benefits::routes())` here once that module exists.
+        // Benefits (/benefits, /console/api/benefits).
+        .merge(benefits_page::routes())
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
