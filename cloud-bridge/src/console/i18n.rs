@@ -43,6 +43,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("reports", "meldinger", "reports"),
     ("last", "siste", "last"),
     ("escalated_to", "Eskalert til", "Escalated to"),
+    ("your_group", "din gruppe", "your group"),
     ("open_alarm", "Vis alarm", "Open alarm"),
     ("acknowledge", "Ta alarmen", "Acknowledge"),
     ("resident", "Beboer", "Resident"),
