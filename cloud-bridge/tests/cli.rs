@@ -41,7 +41,7 @@ async fn run_prints_one_ready_line_with_the_addresses() {
     std::fs::write(
         &path,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[console]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -70,8 +70,9 @@ async fn run_prints_one_ready_line_with_the_addresses() {
         .collect();
     assert_eq!(
         fields.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-        ["broker", "api", "ca"]
+        ["broker", "api", "ca", "console"]
     );
+    assert!(fields[3].1.starts_with("http://127.0.0.1:"), "{line}");
     assert!(fields[0].1.starts_with("mqtts://127.0.0.1:"));
     assert!(std::path::Path::new(fields[2].1).exists());
     let api = fields[1].1.strip_prefix("http://").unwrap();
