@@ -778,3 +778,44 @@ async fn a_new_alarm_is_on_the_stream_within_a_second_for_its_unit_only() {
     let nothing = tokio::time::timeout(Duration::from_millis(500), nils_stream.chunk()).await;
     assert!(nothing.is_err(), "nils got {nothing:?}");
 }
+
+/// With `tls_cert` and `tls_key` the console speaks HTTPS (a blocking
+/// rustls client trusting the development CA asks for /login).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_is_served_over_tls_when_given_a_certificate() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = trygg_uplink::tls::DevPki::ensure(&dir.path().join("pki")).unwrap();
+    let (cert, key) = (pki.server_cert.clone(), pki.server_key.clone());
+    let backend = start_backend_with(&dir.path().join("backend"), move |c| {
+        c.console.tls_cert = Some(cert);
+        c.console.tls_key = Some(key);
+    })
+    .await;
+    assert!(backend.ready.console_tls);
+    assert!(backend
+        .ready
+        .to_string()
+        .contains("console=https://127.0.0.1:"));
+    let addr = backend.ready.console;
+    let config = trygg_uplink::tls::client_config(&pki.ca_cert).unwrap();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(
+            b"GET /login?lang=en HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = tls.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"id="login-form""#));
+    backend.stop.cancel();
+}
