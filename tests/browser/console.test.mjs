@@ -105,7 +105,9 @@ async function press() {
 
 async function html(page, selector, max = 1500) {
   try {
-    const s = await page.locator(selector).first().evaluate((e) => e.outerHTML);
+    // Built eagerly for assertion messages: must not wait for the element.
+    const s = await page.evaluate((sel) => document.querySelector(sel)?.outerHTML, selector);
+    if (s === undefined) return `(no ${selector} on ${page.url()})`;
     return s.length > max ? s.slice(0, max) + '…' : s;
   } catch { return `(no ${selector} on ${page.url()})`; }
 }
@@ -387,7 +389,8 @@ try {
     ]);
   });
   await check('the closed alarm leaves both boards', async () => {
-    assert(await kari.locator(`#alarm-${alarmId}`).count() === 0, `still on kari's board: ${await html(kari, `#alarm-${alarmId}`)}`);
+    const onKari = await kari.evaluate((id) => !!document.getElementById(`alarm-${id}`), alarmId);
+    assert(!onKari, `still on kari's board: ${await html(kari, `#alarm-${alarmId}`)}`);
     try { await ola.locator(`#alarm-${alarmId}`).waitFor({ state: 'detached', timeout: 2000 }); } catch {
       throw new Assertion(`still on ola's board 2 s after the close: ${await html(ola, `#alarm-${alarmId}`)}`);
     }
@@ -472,7 +475,11 @@ try {
       await check('POST /lang switches the administrator to English', async () => {
         await admin.goto(`${BASE}/`);
         const csrf = await csrfOf(admin);
-        const r = await pageFetch(admin, '/lang', { method: 'POST', body: new URLSearchParams({ csrf, lang: 'en' }) });
+        const r = await pageFetch(admin, '/lang', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ csrf, lang: 'en' }).toString(),
+        });
         assert([200, 303].includes(r.status) || r.status === 0, `POST /lang: ${r.status}`);
         await admin.reload();
         const got = await admin.evaluate(() => document.documentElement.lang);
