@@ -290,7 +290,8 @@ async fn register_commands_say_plainly_when_the_bridge_holds_the_store() {
     std::fs::write(
         &path,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [console]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
