@@ -19,6 +19,13 @@ pub struct Demo {
     pub data_dir: PathBuf,
     pub device_broker_port: u16,
     pub api_port: u16,
+    /// The staff console's preferred port.
+    #[serde(default = "default_console_port")]
+    pub console_port: u16,
+}
+
+fn default_console_port() -> u16 {
+    8081
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

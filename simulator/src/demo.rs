@@ -19,6 +19,8 @@ use crate::home::SimHome;
 pub struct DemoReady {
     pub device_broker: MqttUrl,
     pub api: SocketAddr,
+    /// The staff console (log in with the demo users printed at start).
+    pub console: SocketAddr,
     pub backend_broker: MqttUrl,
     pub gateway_api: SocketAddr,
     pub data_dir: PathBuf,
@@ -28,12 +30,13 @@ impl DemoReady {
     /// The one line that says the demo is up (scripts and tests parse it).
     pub fn line(&self) -> String {
         format!(
-            "trygg demo ready: device-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={}",
+            "trygg demo ready: device-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={} console=http://{}",
             self.device_broker,
             self.api,
             self.backend_broker,
             self.gateway_api,
-            self.data_dir.display()
+            self.data_dir.display(),
+            self.console
         )
     }
 }
@@ -66,6 +69,11 @@ pub async fn run_demo(
     };
     let cancel = CancellationToken::new();
 
+    // The staff console's users and register, before the backend opens
+    // its store: no default password, one made for this run.
+    let gw_defaults = trygg_gateway::Config::default_config();
+    let logins = demo_register(&data_dir.join("backend"), &gw_defaults.gateway_id)?;
+
     // The backend.
     let defaults = trygg_bridge::Config::default();
     let bridge_config = trygg_bridge::Config {
@@ -78,7 +86,7 @@ pub async fn run_demo(
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.api_port))),
         },
         console: trygg_bridge::config::ConsoleConfig {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.console_port))),
             ..defaults.console
         },
         ..defaults
@@ -95,7 +103,7 @@ pub async fn run_demo(
     let backend_broker = backend.broker.clone();
 
     // The gateway.
-    let mut gw = trygg_gateway::Config::default_config();
+    let mut gw = gw_defaults;
     gw.data_dir = data_dir.join("gateway");
     gw.local_broker.listen = SocketAddr::from((
         Ipv4Addr::LOCALHOST,
@@ -126,6 +134,7 @@ pub async fn run_demo(
     let ready = DemoReady {
         device_broker: gateway_ready.device_broker.clone(),
         api: backend.api,
+        console: backend.console,
         backend_broker,
         gateway_api: gateway_ready.local_api,
         data_dir: data_dir.clone(),
@@ -133,6 +142,16 @@ pub async fn run_demo(
     println!("{}", ready.line());
     println!();
     println!("  A simulated home (resident r-7f3a) is sending events through the gateway to the backend.");
+    println!(
+        "  Staff console:    http://{}/  (Norwegian; English under the language switch)",
+        ready.console
+    );
+    for (user, role, password) in &logins {
+        match password {
+            Some(p) => println!("                    {role}: user {user}, password {p}  (made for this run)"),
+            None => println!("                    {role}: user {user} (made by an earlier run on this data dir; its password was printed then)"),
+        }
+    }
     println!(
         "  Open alarms:      curl -s 'http://{}/api/v1/alarms?state=open'",
         ready.api
@@ -180,6 +199,73 @@ pub async fn run_demo(
     }
     println!("stopped");
     Ok(())
+}
+
+/// Makes the demo's console users (an operator and an administrator, with
+/// random passwords) and registers the demo resident and gateway in unit
+/// `demo`. Returns (user, role, password if made now).
+fn demo_register(
+    backend_dir: &std::path::Path,
+    gateway_id: &str,
+) -> anyhow::Result<Vec<(String, &'static str, Option<String>)>> {
+    use trygg_bridge::access::{Lang, NewUser, Resident, Role};
+    std::fs::create_dir_all(backend_dir)?;
+    let store = trygg_bridge::store::Store::open(&backend_dir.join("bridge.redb"))
+        .context("opening the demo backend's store")?;
+    let now = trygg_bridge::store::now_ms();
+    let mut out = Vec::new();
+    for (user, display, role, units, label) in [
+        ("demo", "Demo operatør", Role::Operator, "demo", "operator"),
+        (
+            "demo-admin",
+            "Demo administrator",
+            Role::Administrator,
+            "*",
+            "administrator",
+        ),
+    ] {
+        if store.user(user)?.is_some() {
+            out.push((user.to_string(), label, None));
+            continue;
+        }
+        let password: String = (0..16)
+            .map(|_| {
+                const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+                CHARS[rand::random_range(0..CHARS.len())] as char
+            })
+            .collect();
+        store
+            .create_user(
+                NewUser {
+                    username: user.into(),
+                    display_name: display.into(),
+                    role,
+                    units: vec![units.into()],
+                    groups: vec!["home-care".into()],
+                    lang: Lang::Nb,
+                    password: password.clone(),
+                },
+                "trygg-sim demo",
+                now,
+            )
+            .map_err(|e| anyhow::anyhow!("creating demo user {user}: {e}"))?;
+        out.push((user.to_string(), label, Some(password)));
+    }
+    if store.resident("r-7f3a")?.is_none() {
+        store.put_resident(
+            &Resident {
+                id: "r-7f3a".into(),
+                name: "Ingrid Demo (fiktiv)".into(),
+                unit: "demo".into(),
+                address: "Demoveien 1, 0000 Demo".into(),
+                notes: "A made-up resident for the demo. / En oppdiktet beboer for demoen.".into(),
+            },
+            "trygg-sim demo",
+            now,
+        )?;
+        store.set_gateway_unit(gateway_id, "demo", "trygg-sim demo", now)?;
+    }
+    Ok(out)
 }
 
 /// Prints new and changed alarms as the backend streams them.

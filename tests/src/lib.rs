@@ -245,6 +245,8 @@ pub struct ChildService {
     pub child: Child,
     /// The `... ready: key=value ...` line it printed.
     pub ready_line: String,
+    /// What it printed on stdout after the ready line, so far.
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ChildService {
@@ -272,8 +274,29 @@ impl ChildService {
         .await
         .unwrap_or_else(|_| panic!("{} not ready within 30 s", exe.display()));
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ChildService { child, ready_line }
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = printed.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut p) = keep.lock() {
+                    if p.len() < 1 << 20 {
+                        p.push_str(&line);
+                        p.push('\n');
+                    }
+                }
+            }
+        });
+        ChildService {
+            child,
+            ready_line,
+            printed,
+        }
+    }
+
+    /// What it printed on stdout after its ready line, until now (the first
+    /// MiB).
+    pub fn stdout_so_far(&self) -> String {
+        self.printed.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// The value of `key=` in the ready line.

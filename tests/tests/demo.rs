@@ -15,7 +15,7 @@ async fn demo_is_ready_takes_a_press_and_stops_cleanly_on_ctrl_c() {
     std::fs::write(
         &config,
         format!(
-            "[demo]\ndata_dir = {:?}\ndevice_broker_port = 0\napi_port = 0\n[home]\ntelemetry_every_s = 0.5\nalarm_every_s = 0\nheartbeat_every_s = 5\n",
+            "[demo]\ndata_dir = {:?}\ndevice_broker_port = 0\napi_port = 0\nconsole_port = 0\n[home]\ntelemetry_every_s = 0.5\nalarm_every_s = 0\nheartbeat_every_s = 5\n",
             dir.path().join("data")
         ),
     )
@@ -82,6 +82,50 @@ async fn demo_is_ready_takes_a_press_and_stops_cleanly_on_ctrl_c() {
     )
     .await;
     assert_eq!(alarm["kind"], "button_press");
+
+    // The staff console: the operator printed at start logs in with the
+    // password made for this run and sees the press, with the resident's
+    // name from the register.
+    let said = demo.stdout_so_far();
+    let password = said
+        .lines()
+        .find(|l| l.contains("user demo,"))
+        .and_then(|l| l.split("password ").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo prints the operator's login: {said}"))
+        .to_string();
+    let console = demo.field("console");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{console}/login"))
+        .form(&[("username", "demo"), ("password", password.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303, "the printed password logs in");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let board = client
+        .get(format!("{console}/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        board.contains(&format!("id=\"alarm-{}\"", alarm["id"])) && board.contains("Ingrid Demo"),
+        "{board}"
+    );
 
     // A press of a device the home does not have is refused with a reason.
     let wrong = tokio::process::Command::new(exe)
