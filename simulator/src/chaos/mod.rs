@@ -267,7 +267,7 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     std::fs::write(
         &bridge_conf,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_broker}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n[supervision]\ngap_grace_s = {GAP_GRACE_S}\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_broker}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n[supervision]\ngap_grace_s = {GAP_GRACE_S}\n[console]\nlisten = \"127.0.0.1:0\"\n",
             bridge_dir
         ),
     )?;
