@@ -353,7 +353,7 @@ pub async fn act(s: &ConsoleState, who: &Who, id: u64, action: Action) -> Acted 
     }
 }
 
-/// "The alarm is already taken by Kari Nordmann (03:12 UTC)."
+/// "The alarm is already taken by Kari Nordmann (03:12)", in Norwegian time.
 pub fn conflict_message(lang: Lang, v: &AlarmView) -> String {
     let a = &v.alarm;
     let (key, name, at) = match a.state {
@@ -371,7 +371,7 @@ pub fn conflict_message(lang: Lang, v: &AlarmView) -> String {
         ),
     };
     let at = at
-        .map(|ms| format!(" ({} UTC)", super::html::utc(ms).1))
+        .map(|ms| format!(" ({})", super::html::oslo_hm(ms)))
         .unwrap_or_default();
     format!("{} {}{at}.", t(lang, key), name.unwrap_or("?"))
 }

@@ -185,8 +185,8 @@ pub fn message_page(
     page(status, layout(lang, who, title, "content", &body, None))
 }
 
-/// Unix milliseconds as (`YYYY-MM-DDTHH:MM:SSZ`, `HH:MM`), UTC. The page's
-/// script shows `<time>` elements in the viewer's own time zone.
+/// Unix milliseconds as (`YYYY-MM-DDTHH:MM:SSZ`, `HH:MM`), UTC. The
+/// pages show times in Norwegian time ([`oslo_hm`], [`time_tag`]).
 pub fn utc(ms: u64) -> (String, String) {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
@@ -208,9 +208,19 @@ pub fn utc(ms: u64) -> (String, String) {
     )
 }
 
-/// `<time datetime=...>HH:MM</time>` (the script localises it).
+/// `HH:MM` in Norwegian time (the console's clock, whatever the viewer's
+/// device is set to: staff compare it with what residents and colleagues
+/// say).
+pub fn oslo_hm(ms: u64) -> String {
+    let local = (ms as i64 + crate::benefits::oslo_offset_ms(ms as i64)).max(0) as u64;
+    utc(local).1
+}
+
+/// `<time datetime=...>HH:MM</time>`, the text in Norwegian time (the
+/// script keeps it so as it updates the page).
 pub fn time_tag(ms: u64) -> String {
-    let (iso, hm) = utc(ms);
+    let (iso, _) = utc(ms);
+    let hm = oslo_hm(ms);
     format!(r#"<time datetime="{iso}">{hm}</time>"#)
 }
 
@@ -231,6 +241,9 @@ mod tests {
         assert_eq!(utc(0).0, "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_709_251_200_000 + 3_723_000).0, "2024-03-01T01:02:03Z");
         assert_eq!(utc(1_709_251_200_000 + 3_723_000).1, "01:02");
+        // 1 March: winter time, UTC+1; 1 July: summer time, UTC+2.
+        assert_eq!(oslo_hm(1_709_251_200_000 + 3_723_000), "02:02");
+        assert_eq!(oslo_hm(1_719_792_000_000), "02:00");
     }
 
     #[test]

@@ -226,7 +226,7 @@ const BOARD_JS: &str = r#"(function(){
 var words=JSON.parse(document.getElementById('board-words').textContent);
 var announcer=document.getElementById('announcer');
 var status=document.getElementById('live-status');
-function localise(root){root.querySelectorAll('time[datetime]').forEach(function(t){var d=new Date(t.getAttribute('datetime'));if(!isNaN(d)){t.textContent=d.toLocaleTimeString([], {hour:'2-digit',minute:'2-digit'});}});}
+function localise(root){root.querySelectorAll('time[datetime]').forEach(function(t){var d=new Date(t.getAttribute('datetime'));if(!isNaN(d)){t.textContent=d.toLocaleTimeString(document.documentElement.lang==='en'?'en-GB':'nb-NO', {hour:'2-digit',minute:'2-digit',hourCycle:'h23',timeZone:'Europe/Oslo'});}});}
 localise(document);
 var ctx=null;
 function arm(){try{ctx=ctx||new (window.AudioContext||window.webkitAudioContext)();if(ctx.state==='suspended'){ctx.resume();}}catch(e){}}
