@@ -163,9 +163,9 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "api.listen",
                 reason: format!(
-                    "{} is not a loopback address; the API has no login yet, so it may listen on \
-                     127.0.0.1 or [::1] only (put a proxy with authentication in front to reach it \
-                     from elsewhere)",
+                    "{} is not a loopback address; the service API has no login, so it may listen \
+                     on 127.0.0.1 or [::1] only: staff reach alarms through the console \
+                     ([console] listen, with TLS)",
                     self.api.listen
                 ),
             });
