@@ -450,18 +450,35 @@ impl Store {
     }
 
     pub fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.record(USERS, username)
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.records(USERS)
+    }
+
+    /// One JSON record of a table keyed by name.
+    fn record<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db().begin_read()?;
-        let t = match txn.open_table(USERS) {
+        let t = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        t.get(username)?.map(|v| parse(v.value())).transpose()
+        t.get(key)?.map(|v| parse(v.value())).transpose()
     }
 
-    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+    /// Every JSON record of a table keyed by name, in key order.
+    fn records<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db().begin_read()?;
-        let t = txn.open_table(USERS)?;
+        let t = txn.open_table(table)?;
         let mut out = Vec::new();
         for e in t.iter()? {
             out.push(parse(e?.1.value())?);
@@ -653,23 +670,11 @@ impl Store {
     }
 
     pub fn resident(&self, id: &str) -> Result<Option<Resident>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let t = match txn.open_table(RESIDENTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        t.get(id)?.map(|v| parse(v.value())).transpose()
+        self.record(RESIDENTS, id)
     }
 
     pub fn residents(&self) -> Result<Vec<Resident>, StoreError> {
-        let txn = self.db().begin_read()?;
-        let t = txn.open_table(RESIDENTS)?;
-        let mut out = Vec::new();
-        for e in t.iter()? {
-            out.push(parse(e?.1.value())?);
-        }
-        Ok(out)
+        self.records(RESIDENTS)
     }
 
     /// Puts a gateway in a unit (its alarms without a registered resident
