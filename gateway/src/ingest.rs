@@ -4,7 +4,7 @@
 use trygg_protocol::topic::DeviceTopic;
 use trygg_protocol::{DeviceEvent, Heartbeat, MAX_DEVICE_PAYLOAD};
 
-use crate::config::Config;
+use crate::register::Register;
 use crate::journal::{DeadLetter, NewEvent};
 
 /// A device message, classified.
@@ -54,8 +54,9 @@ fn reject(device: Option<&str>, seq: Option<u64>, code: &'static str, reason: St
     })
 }
 
-/// Classifies one message from the local broker.
-pub fn classify(topic: &str, payload: &[u8], config: &Config) -> Incoming {
+/// Classifies one message from the local broker against the device
+/// register as it is now.
+pub fn classify(topic: &str, payload: &[u8], register: &Register) -> Incoming {
     let Some(parsed) = DeviceTopic::parse(topic) else {
         return reject(
             None,
@@ -76,7 +77,7 @@ pub fn classify(topic: &str, payload: &[u8], config: &Config) -> Incoming {
             "receipts are sent by the gateway, not to it".into(),
         ),
         DeviceTopic::Heartbeat(id) => {
-            if config.device(id).is_none() {
+            if register.get(id).is_none() {
                 return reject(
                     None,
                     None,
@@ -100,7 +101,7 @@ pub fn classify(topic: &str, payload: &[u8], config: &Config) -> Incoming {
                     return reject(Some(device_id), seq, e.code(), e.to_string());
                 }
             };
-            let Some(device) = config.device(device_id) else {
+            let Some(device) = register.get(device_id) else {
                 return reject(
                     Some(device_id),
                     Some(event.seq),
@@ -125,8 +126,8 @@ mod tests {
     use super::*;
     use trygg_protocol::EventKind;
 
-    fn config() -> Config {
-        Config::default_config()
+    fn config() -> Register {
+        Register::from_config(&crate::config::Config::default_config())
     }
 
     fn code(i: Incoming) -> &'static str {

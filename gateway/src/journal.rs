@@ -12,6 +12,8 @@
 //! | `device_last`    | device id             | highest device seq committed   |
 //! | `device_runs`    | (device id, first)    | last: committed seqs as runs   |
 //! | `dead_letters`   | id (u64)              | `DeadLetter` as JSON           |
+//! | `silent_devices` | device id             | when reported silent (Unix ms) |
+//! | `devices`        | device id             | register entry (`config::Device`) as JSON |
 //!
 //! # What is durable when
 //!
@@ -23,6 +25,11 @@
 //! re-send. A crash after it and before the acknowledgements makes devices
 //! re-send events that are already committed; `device_runs` recognises
 //! them and they are receipted as duplicates, never journaled twice.
+//!
+//! The device register (`devices`, see [`crate::register`]) changes one
+//! change per durable transaction ([`Journal::write_devices`]), apart from
+//! the event groups; the `registered` counter says it was seeded from the
+//! config once, so a device removed is not put back by the next start.
 //!
 //! Lane sequence numbers are assigned at commit, start at 1 and never
 //! repeat: `lane_next` is written in the same transaction as the records.
@@ -67,6 +74,10 @@ const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_let
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// Devices the gateway has reported silent, with when (Unix ms).
 const SILENT: TableDefinition<&str, u64> = TableDefinition::new("silent_devices");
+/// The device register: id to `config::Device` as JSON.
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// In `counters`: 1 once the register was seeded from the config.
+const REGISTER_SEEDED: &str = "register_seeded";
 
 const BYTES_KEYS: [&str; 3] = ["bytes_alarm", "bytes_care", "bytes_telemetry"];
 const SYSTEM_SEQ: &str = "system_seq";
@@ -251,6 +262,9 @@ pub struct GroupResult {
     pub deleted: u64,
     /// Records of the gateway's own events committed.
     pub system: u64,
+    /// Where each of the group's own events (`Group::system`, in order)
+    /// was committed: lane and lane seq.
+    pub system_seqs: Vec<(Lane, u64)>,
     /// Telemetry dropped by this group, by reason: journal limit, age.
     pub dropped_limit: u64,
     pub dropped_age: u64,
@@ -473,6 +487,7 @@ impl Journal {
             }
             txn.open_table(DEAD_LETTERS).map_err(st)?;
             txn.open_table(SILENT).map_err(st)?;
+            txn.open_table(DEVICES).map_err(st)?;
             // Bytes per lane are kept with the records; a journal written
             // before they were is counted once.
             let mut counters = txn.open_table(COUNTERS).map_err(st)?;
@@ -535,6 +550,73 @@ impl Journal {
         JournalReader {
             slot: self.slot.clone(),
         }
+    }
+
+    /// The device register as kept; at the first start (a journal never
+    /// seeded) `seed` is written into it first, in one durable
+    /// transaction, and returned. Afterwards the table wins over `seed`.
+    pub fn devices_or_seed(
+        &mut self,
+        seed: &[crate::config::Device],
+    ) -> Result<(Vec<crate::config::Device>, bool), JournalError> {
+        let db = db_of(&self.slot)?;
+        let seeded = {
+            let txn = db.begin_read().map_err(st)?;
+            let counters = txn.open_table(COUNTERS).map_err(st)?;
+            counters
+                .get(REGISTER_SEEDED)
+                .map_err(st)?
+                .is_some_and(|v| v.value() > 0)
+        };
+        if !seeded {
+            let mut txn = db.begin_write().map_err(st)?;
+            txn.set_durability(Durability::Immediate).map_err(st)?;
+            {
+                let mut devices = txn.open_table(DEVICES).map_err(st)?;
+                for d in seed {
+                    if devices.get(d.id.as_str()).map_err(st)?.is_none() {
+                        devices
+                            .insert(d.id.as_str(), serde_json::to_vec(d)?.as_slice())
+                            .map_err(st)?;
+                    }
+                }
+                let mut counters = txn.open_table(COUNTERS).map_err(st)?;
+                counters.insert(REGISTER_SEEDED, 1).map_err(st)?;
+            }
+            txn.commit().map_err(st)?;
+        }
+        Ok((self.reader().devices()?, !seeded))
+    }
+
+    /// Writes (`Some`) and removes (`None`) register entries in one
+    /// durable transaction; a device removed is no longer kept as silent.
+    pub fn write_devices(
+        &mut self,
+        writes: &[(String, Option<crate::config::Device>)],
+    ) -> Result<(), JournalError> {
+        let db = db_of(&self.slot)?;
+        let mut txn = db.begin_write().map_err(st)?;
+        txn.set_durability(Durability::Immediate).map_err(st)?;
+        {
+            let mut devices = txn.open_table(DEVICES).map_err(st)?;
+            let mut silent = txn.open_table(SILENT).map_err(st)?;
+            for (id, d) in writes {
+                match d {
+                    Some(d) => {
+                        devices
+                            .insert(id.as_str(), serde_json::to_vec(d)?.as_slice())
+                            .map_err(st)?;
+                    }
+                    None => {
+                        devices.remove(id.as_str()).map_err(st)?;
+                        silent.remove(id.as_str()).map_err(st)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(st)?;
+        self.commits += 1;
+        Ok(())
     }
 
     /// Commits one group in one durable transaction.
@@ -729,6 +811,7 @@ impl Journal {
                 };
                 let json = serde_json::to_vec(&record)?;
                 room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])?;
+                result.system_seqs.push((lane, record.seq));
                 put(
                     &mut lanes[lane.index()],
                     &mut next,
@@ -1105,6 +1188,27 @@ impl JournalReader {
             out.push((k.value().to_string(), v.value()));
         }
         Ok(out)
+    }
+
+    /// The device register as kept, by id.
+    pub fn devices(&self) -> Result<Vec<crate::config::Device>, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = txn.open_table(DEVICES).map_err(st)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(st)? {
+            let (_, v) = item.map_err(st)?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Whether record `seq` of `lane` is still waiting for the backend's
+    /// receipt (after its commit, `false` means receipted, or dropped as
+    /// telemetry past its limit or age).
+    pub fn is_pending(&self, lane: Lane, seq: u64) -> Result<bool, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = txn.open_table(LANE_TABLES[lane.index()]).map_err(st)?;
+        Ok(table.get(seq).map_err(st)?.is_some())
     }
 
     /// All pending records, decoded, lane by lane (for tests and tools).

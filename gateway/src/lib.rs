@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod journal;
 mod local_api;
 pub mod local_io;
+pub mod register;
 mod service;
 pub mod supervision;
 pub mod uplink;

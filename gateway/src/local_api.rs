@@ -5,19 +5,31 @@
 //! - `GET /metrics`                 Prometheus text
 //! - `GET /api/v1/status`           uplink state, journal backlog, heartbeats
 //! - `GET /api/v1/dead-letters`     rejected payloads, newest first
+//! - `GET /api/v1/devices`          the device register, each with its health
+//! - `GET /api/v1/devices/{id}`     one device
+//! - `POST /api/v1/devices`         pair a device (201; 409 paired already; 422 invalid)
+//! - `POST /api/v1/devices/{id}/swap`  `{"new_id"}`: every setting to the replacement
+//! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
+//! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
+//!   wait for the backend's receipt (200 confirmed, 504 not yet)
+//!
+//! A register change is answered after it is durable in the journal and
+//! ingest and supervision use it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::Shared;
+use crate::config::Device;
+use crate::register::{Change, RegisterError};
+use crate::service::{DeviceChangeError, JournalCmd, Shared};
 
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
@@ -29,6 +41,10 @@ pub(crate) async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/dead-letters", get(dead_letters))
+        .route("/api/v1/devices", get(list_devices).post(add_device))
+        .route("/api/v1/devices/{id}", get(show_device).delete(remove_device))
+        .route("/api/v1/devices/{id}/swap", post(swap_device))
+        .route("/api/v1/test-alarm", post(test_alarm))
         .with_state(shared);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -130,4 +146,206 @@ async fn dead_letters(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         )
             .into_response(),
     }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// A device as the API shows it: its register entry and its health.
+fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
+    let period = s
+        .register
+        .read()
+        .ok()
+        .and_then(|r| r.supervision_period(d))
+        .map(|p| p.as_secs());
+    let heartbeat = s
+        .last_heartbeat
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&d.id).cloned());
+    let last_seen = s.last_seen.lock().ok().and_then(|m| m.get(&d.id).copied());
+    let supervision = match (period, silent.contains(&d.id)) {
+        (None, _) => "off",
+        (Some(_), true) => "silent",
+        (Some(_), false) => "ok",
+    };
+    json!({
+        "id": d.id,
+        "type": d.device_type,
+        "room": d.room,
+        "resident": d.resident,
+        "supervision_s": period,
+        "health": {
+            "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
+            "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),
+            "last_heartbeat_ms": heartbeat.as_ref().map(|(at, _)| *at),
+            "last_seen_ms": last_seen,
+            "supervision": supervision,
+        },
+    })
+}
+
+fn silent_now(s: &Shared) -> Vec<String> {
+    s.silent.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+async fn list_devices(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let devices: Vec<Device> = s
+        .register
+        .read()
+        .map(|r| r.devices().cloned().collect())
+        .unwrap_or_default();
+    let silent = silent_now(&s);
+    let list: Vec<_> = devices.iter().map(|d| device_view(&s, d, &silent)).collect();
+    Json(json!({ "devices": list }))
+}
+
+async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
+    match device {
+        Some(d) => Json(device_view(&s, &d, &silent_now(&s))).into_response(),
+        None => error(StatusCode::NOT_FOUND, RegisterError::NotFound(id)),
+    }
+}
+
+/// Sends `change` to the journal thread and answers with `then` once it
+/// is durable.
+async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    if s.ask(JournalCmd::Devices { change, reply }).await.is_none() {
+        return stopping();
+    }
+    match answer.await {
+        Err(_) => stopping(),
+        Ok(Ok(())) => {
+            let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
+            let body = match device {
+                Some(d) => device_view(s, &d, &silent_now(s)),
+                None => json!({ "removed": shown }),
+            };
+            (status, Json(body)).into_response()
+        }
+        Ok(Err(DeviceChangeError::Register(e))) => {
+            let status = match e {
+                RegisterError::AlreadyPaired(_) => StatusCode::CONFLICT,
+                RegisterError::NotFound(_) => StatusCode::NOT_FOUND,
+                RegisterError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, e)
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, format!("the request body: {e}")))
+}
+
+async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let device: Device = match parse(&body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let id = device.id.clone();
+    change(&s, Change::Add(device), &id, StatusCode::CREATED).await
+}
+
+async fn swap_device(
+    State(s): State<Arc<Shared>>,
+    Path(old): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Swap {
+        new_id: String,
+    }
+    let swap: Swap = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let new_id = swap.new_id.clone();
+    change(
+        &s,
+        Change::Swap {
+            old,
+            new_id: swap.new_id,
+        },
+        &new_id,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn remove_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    change(&s, Change::Remove(id.clone()), &id, StatusCode::OK).await
+}
+
+/// The longest a test alarm waits for the backend's receipt.
+const MAX_TEST_WAIT_S: u64 = 300;
+
+async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        device: Option<String>,
+        timeout_s: Option<u64>,
+    }
+    let ask: Ask = if body.iter().all(u8::is_ascii_whitespace) {
+        Ask::default()
+    } else {
+        match parse(&body) {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+    let timeout = std::time::Duration::from_secs(ask.timeout_s.unwrap_or(30).min(MAX_TEST_WAIT_S));
+    let started = std::time::Instant::now();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let cmd = JournalCmd::TestAlarm {
+        subject: ask.device.clone(),
+        reply,
+    };
+    if s.ask(cmd).await.is_none() {
+        return stopping();
+    }
+    let (lane, seq) = match answer.await {
+        Err(_) => return stopping(),
+        Ok(Ok(at)) => at,
+        Ok(Err(DeviceChangeError::Register(e))) => return error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let committed_ms = started.elapsed().as_millis() as u64;
+    // The uplink deletes a record from the journal when the backend's
+    // receipt covers it: gone means confirmed.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let confirmed = loop {
+        if matches!(s.reader.is_pending(lane, seq), Ok(false)) {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let body = json!({
+        "device": ask.device,
+        "lane": format!("{lane:?}").to_lowercase(),
+        "seq": seq,
+        "committed_after_ms": committed_ms,
+        "confirmed": confirmed,
+        "confirmed_after_ms": confirmed.then(|| started.elapsed().as_millis() as u64),
+        "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
+    });
+    let status = if confirmed {
+        StatusCode::OK
+    } else {
+        StatusCode::GATEWAY_TIMEOUT
+    };
+    (status, Json(body)).into_response()
 }

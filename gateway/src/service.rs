@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use trygg_uplink::{contract, SeqRange, UplinkReceipt};
 use crate::config::{BrokerMode, Config};
 use crate::ingest::{classify, Incoming};
 use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::register::{Change, Register, RegisterError};
 use crate::supervision::{supervise, Raised, Supervisor};
 use crate::uplink::UplinkState;
 
@@ -73,13 +74,51 @@ pub(crate) struct Shared {
     /// Alarms from devices committed since start (the local buzzer sounds
     /// for a new one while the uplink is down).
     pub alarms_committed: std::sync::atomic::AtomicU64,
+    /// The device register as committed: ingest and supervision read it,
+    /// the journal thread changes it after the durable write.
+    pub register: Arc<RwLock<Register>>,
+    /// When each device was last heard from (any message), Unix ms.
+    pub last_seen: Mutex<HashMap<String, u64>>,
+    /// The way to the journal thread for the local API's requests; taken
+    /// away at shutdown so that the journal can close.
+    pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
+}
+
+impl Shared {
+    /// Sends a request to the journal thread; `None` when it is stopping.
+    pub async fn ask(&self, cmd: JournalCmd) -> Option<()> {
+        let tx = self.admin.lock().ok()?.clone()?;
+        tx.send(cmd).await.ok()
+    }
 }
 
 /// What goes to the journal thread.
-enum JournalCmd {
+pub(crate) enum JournalCmd {
     Device(Publish),
     Receipted(Vec<SeqRange>),
     Raised(Raised),
+    /// A change to the device register, answered once durable.
+    Devices {
+        change: Change,
+        reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// Raise `test_alarm` as the gateway about `subject`; answered with
+    /// where it was committed.
+    TestAlarm {
+        subject: Option<String>,
+        reply: oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>,
+    },
+}
+
+/// Why the journal thread refused a request of the local API.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeviceChangeError {
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// The journal could not commit it; worth a retry once the cause
+    /// (a full or failing disk, see /healthz) is fixed.
+    #[error("the journal could not commit it: {0}")]
+    Journal(#[from] JournalError),
 }
 
 /// What the acknowledger does after a commit, in order.
@@ -112,15 +151,33 @@ pub async fn run(
     let path = config.journal_path();
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
-    let (journal, set_aside, reserved) = tokio::task::spawn_blocking(move || {
-        Journal::open_or_set_aside(&path).map(|(mut j, aside)| {
-            j.set_policy(policy);
-            let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
-            (j, aside, reserved)
-        })
+    let seed = config.devices.clone();
+    let (journal, set_aside, reserved, (devices, seeded)) = tokio::task::spawn_blocking(move || {
+        let (mut j, aside) = Journal::open_or_set_aside(&path)?;
+        j.set_policy(policy);
+        let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
+        let devices = j.devices_or_seed(&seed)?;
+        Ok::<_, JournalError>((j, aside, reserved, devices))
     })
     .await
     .expect("journal open task")?;
+    let mut register = Register::empty(&config);
+    register.extend(devices);
+    if seeded {
+        tracing::info!(
+            devices = register.len(),
+            "device register seeded from the config's [[devices]]; from now on it is changed with `trygg-gateway device ...`"
+        );
+    } else {
+        for d in &config.devices {
+            if register.get(&d.id) != Some(d) {
+                tracing::warn!(
+                    device = %d.id,
+                    "[[devices]] entry differs from the gateway's device register, which wins: use `trygg-gateway device add|swap|remove` to change the register"
+                );
+            }
+        }
+    }
     if !reserved {
         tracing::error!(
             bytes = disk_reserve,
@@ -144,6 +201,9 @@ pub async fn run(
         silent: Arc::new(Mutex::new(silent_at_start.clone())),
         disk_full: (!reserved).into(),
         alarms_committed: 0.into(),
+        register: Arc::new(RwLock::new(register)),
+        last_seen: Mutex::new(HashMap::new()),
+        admin: Mutex::new(None),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -220,6 +280,9 @@ pub async fn run(
     let (seen_tx, seen_rx) = mpsc::unbounded_channel::<String>();
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Vec<AckWork>>();
     let (committed_tx, committed_rx) = watch::channel(0u64);
+    if let Ok(mut admin) = shared.admin.lock() {
+        *admin = Some(journal_tx.clone());
+    }
 
     // The journal thread: group commit, then release acknowledgements. If
     // it ever ends before shutdown (a panic), the gateway stops with an
@@ -290,8 +353,14 @@ pub async fn run(
                 }
             }
         });
+        let start = Supervisor::new(
+            &shared.register.read().unwrap_or_else(|e| e.into_inner()),
+            &silent_at_start,
+            tokio::time::Instant::now(),
+        );
         tokio::spawn(supervise(
-            Supervisor::new(&config, &silent_at_start, tokio::time::Instant::now()),
+            start,
+            shared.register.clone(),
             seen_rx,
             raised_tx.clone(),
             shared.silent.clone(),
@@ -374,7 +443,15 @@ pub async fn run(
                             shared.metrics.inc("device_messages_received_total", "");
                             // Any message is a sign of life, even one refused.
                             if let Some(t) = topic::DeviceTopic::parse(&p.topic) {
-                                let _ = seen_tx.send(t.device_id().to_string());
+                                let id = t.device_id().to_string();
+                                if let Ok(mut seen) = shared.last_seen.lock() {
+                                    // Unknown ids are not kept: a stranger
+                                    // could fill the map with them.
+                                    if seen.contains_key(&id) || shared.register.read().is_ok_and(|r| r.get(&id).is_some()) {
+                                        seen.insert(id.clone(), now_ms());
+                                    }
+                                }
+                                let _ = seen_tx.send(id);
                             }
                             if tx.send(JournalCmd::Device(p)).await.is_err() {
                                 break;
@@ -425,6 +502,9 @@ pub async fn run(
     }
     tracing::info!("shutting down: no new input, committing what was taken");
     cancel.cancel();
+    if let Ok(mut admin) = shared.admin.lock() {
+        *admin = None;
+    }
     // Input stops at once; the journal commits what was taken and closes
     // when its last sender (ingest, uplink) is gone; the acknowledger then
     // sends the last receipts while ingest keeps the connection polled.
@@ -466,8 +546,43 @@ fn journal_loop(
         let mut group = Group::default();
         // Per publish: which event of the group it is, or its rejection.
         let mut plans: Vec<(Publish, Plan)> = Vec::new();
+        // Test alarms waiting for their commit: index in `group.system`.
+        let mut tests: Vec<(usize, oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>)> =
+            Vec::new();
         for cmd in cmds {
             match cmd {
+                JournalCmd::Devices { change, reply } => {
+                    // In order with the messages around it: those before
+                    // were classified against the register before it.
+                    let _ = reply.send(change_devices(&mut journal, shared, &change));
+                }
+                JournalCmd::TestAlarm { subject, reply } => {
+                    let place = subject.as_deref().map(|id| {
+                        shared
+                            .register
+                            .read()
+                            .ok()
+                            .and_then(|r| r.get(id).map(|d| (d.resident.clone(), d.room.clone())))
+                    });
+                    let (resident, room) = match place {
+                        Some(Some(p)) => p,
+                        Some(None) => {
+                            let id = subject.unwrap_or_default();
+                            let _ = reply.send(Err(RegisterError::NotFound(id).into()));
+                            continue;
+                        }
+                        None => (config.local_io.resident.clone(), config.local_io.room.clone()),
+                    };
+                    tracing::info!(device = subject.as_deref().unwrap_or(&config.gateway_id), "test alarm raised from the local API");
+                    tests.push((group.system.len(), reply));
+                    group.system.push(crate::journal::SystemEvent {
+                        kind: trygg_protocol::EventKind::TestAlarm,
+                        subject,
+                        value: None,
+                        resident,
+                        room,
+                    });
+                }
                 JournalCmd::Receipted(ranges) => group.receipted.extend(ranges),
                 JournalCmd::Raised(Raised::Events(events)) => {
                     for e in &events {
@@ -482,7 +597,11 @@ fn journal_loop(
                 }
                 JournalCmd::Device(p) => {
                     let topic = p.topic.clone();
-                    match classify(&topic, &p.payload, config) {
+                    let incoming = {
+                        let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
+                        classify(&topic, &p.payload, &register)
+                    };
+                    match incoming {
                         Incoming::Event(e) => {
                             plans.push((
                                 p,
@@ -575,6 +694,9 @@ fn journal_loop(
                 }
             }
         };
+        for (index, reply) in tests {
+            let _ = reply.send(Ok(result.system_seqs[index]));
+        }
         if !group.is_empty() {
             metrics.inc("journal_commits_total", "");
             metrics.set(
@@ -672,6 +794,35 @@ fn journal_loop(
         }
     }
     tracing::info!("journal closed");
+}
+
+/// Checks a register change, makes it durable, and only then lets ingest
+/// and supervision see it.
+fn change_devices(
+    journal: &mut Journal,
+    shared: &Shared,
+    change: &Change,
+) -> Result<(), DeviceChangeError> {
+    let writes = shared
+        .register
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .check(change)?;
+    journal.write_devices(&writes)?;
+    shared
+        .register
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(&writes);
+    match change {
+        Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
+        Change::Swap { old, new_id } => {
+            tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement; the old id is refused from now on")
+        }
+        Change::Remove(id) => tracing::info!(device = %id, "device removed from the register"),
+    }
+    shared.metrics.inc("device_register_changes_total", "");
+    Ok(())
 }
 
 /// The journal's timer: retake the disk reserve after a full disk, and

@@ -9,6 +9,10 @@
 //! kept in the journal (written with the event), so a restart neither
 //! forgets an open silence nor raises it twice; a restarted gateway gives
 //! every other device a full period before calling it silent.
+//!
+//! The devices watched follow the live register ([`Supervisor::follow`]):
+//! a device paired is watched from then, as if just heard from; one
+//! removed or swapped away is no longer watched.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trygg_protocol::EventKind;
 
-use crate::config::Config;
+use crate::register::Register;
 use crate::journal::SystemEvent;
 
 struct Watch {
@@ -35,27 +39,42 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts watching every supervised device of `config` as if heard
+    /// Starts watching every supervised device of `register` as if heard
     /// from `now`; those in `silent` (from the journal) are silent still.
-    pub fn new(config: &Config, silent: &[String], now: Instant) -> Supervisor {
-        let watches = config
-            .devices
-            .iter()
-            .filter_map(|d| {
-                let period = config.supervision_period(d)?;
-                Some((
-                    d.id.clone(),
-                    Watch {
-                        period,
-                        last_seen: now,
-                        silent: silent.contains(&d.id),
-                        resident: d.resident.clone(),
-                        room: d.room.clone(),
-                    },
-                ))
-            })
-            .collect();
-        Supervisor { watches }
+    pub fn new(register: &Register, silent: &[String], now: Instant) -> Supervisor {
+        let mut s = Supervisor {
+            watches: HashMap::new(),
+        };
+        s.follow(register, now);
+        for id in silent {
+            if let Some(w) = s.watches.get_mut(id) {
+                w.silent = true;
+            }
+        }
+        s
+    }
+
+    /// Brings the watches in line with `register`: new devices are watched
+    /// as if heard from `now`, removed ones forgotten, and a changed
+    /// period, room or resident taken over.
+    pub fn follow(&mut self, register: &Register, now: Instant) {
+        self.watches
+            .retain(|id, _| register.get(id).is_some_and(|d| register.supervision_period(d).is_some()));
+        for d in register.devices() {
+            let Some(period) = register.supervision_period(d) else {
+                continue;
+            };
+            let w = self.watches.entry(d.id.clone()).or_insert_with(|| Watch {
+                period,
+                last_seen: now,
+                silent: false,
+                resident: None,
+                room: None,
+            });
+            w.period = period;
+            w.resident.clone_from(&d.resident);
+            w.room.clone_from(&d.room);
+        }
     }
 
     /// A message came from `device`. If it had been reported silent, the
@@ -129,6 +148,7 @@ pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 /// local API.
 pub async fn supervise(
     mut supervisor: Supervisor,
+    register: std::sync::Arc<std::sync::RwLock<Register>>,
     mut seen: mpsc::UnboundedReceiver<String>,
     out: mpsc::Sender<Raised>,
     silent_now: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -143,7 +163,16 @@ pub async fn supervise(
                 Some(id) => supervisor.seen(&id, Instant::now()).into_iter().collect(),
                 None => break,
             },
-            _ = check.tick() => supervisor.check(Instant::now()),
+            _ = check.tick() => {
+                if let Ok(r) = register.read() {
+                    supervisor.follow(&r, Instant::now());
+                }
+                let raised = supervisor.check(Instant::now());
+                if let Ok(mut s) = silent_now.lock() {
+                    *s = supervisor.silent();
+                }
+                raised
+            }
             _ = housekeeping.tick() => {
                 if out.send(Raised::Housekeeping).await.is_err() {
                     break;
@@ -178,8 +207,12 @@ pub async fn supervise(
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        let mut c = Config::default_config();
+    fn config() -> Register {
+        Register::from_config(&raw_config())
+    }
+
+    fn raw_config() -> crate::config::Config {
+        let mut c = crate::config::Config::default_config();
         // button-1 is a safety button (900 s); make fall-1 unsupervised and
         // door-1 short, to see the override work.
         for d in &mut c.devices {
@@ -250,18 +283,40 @@ mod tests {
         assert!(!subjects(&s.check(t0 + Duration::from_secs(99_999))).contains(&"stranger"));
     }
 
+    #[test]
+    fn devices_paired_later_are_watched_and_removed_ones_forgotten() {
+        use crate::register::Change;
+        let t0 = Instant::now();
+        let mut r = config();
+        let mut s = Supervisor::new(&r, &["door-1".to_string()], t0);
+        let mut new = r.get("door-1").unwrap().clone();
+        new.id = "door-2".into();
+        let writes = r.check(&Change::Add(new)).unwrap();
+        r.apply(&writes);
+        let writes = r.check(&Change::Remove("door-1".into())).unwrap();
+        r.apply(&writes);
+        s.follow(&r, t0 + Duration::from_secs(30));
+        assert!(s.silent().is_empty(), "a removed device is not silent");
+        assert!(s.check(t0 + Duration::from_secs(90)).is_empty());
+        let raised = s.check(t0 + Duration::from_secs(91));
+        assert_eq!(subjects(&raised), vec!["door-2"]);
+        assert_eq!(raised[0].room.as_deref(), Some("hallway"));
+    }
+
     /// The task under paused time: a device that stops heart-beating is
     /// reported after its period, not before, and cleared when it returns.
     #[tokio::test(start_paused = true)]
     async fn the_task_raises_and_clears_under_paused_time() {
-        let mut c = config();
+        let mut c = raw_config();
         c.devices.retain(|d| d.id == "door-1");
+        let register = std::sync::Arc::new(std::sync::RwLock::new(Register::from_config(&c)));
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
         let (out_tx, mut out_rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let silent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn(supervise(
-            Supervisor::new(&c, &[], Instant::now()),
+            Supervisor::new(&register.read().unwrap(), &[], Instant::now()),
+            register.clone(),
             seen_rx,
             out_tx,
             silent.clone(),

@@ -48,7 +48,8 @@ pub fn device_classify(data: &[u8]) {
         return;
     };
     let config = default_gateway_config();
-    match trygg_gateway::ingest::classify(topic, payload, config) {
+    let register = default_register();
+    match trygg_gateway::ingest::classify(topic, payload, register) {
         trygg_gateway::ingest::Incoming::Event(e) => {
             let id = DeviceTopic::parse(topic).map(DeviceTopic::device_id);
             assert_eq!(id, Some(e.device.as_str()), "event of another device");
@@ -68,6 +69,12 @@ pub fn device_classify(data: &[u8]) {
             );
         }
     }
+}
+
+fn default_register() -> &'static trygg_gateway::register::Register {
+    static REGISTER: std::sync::OnceLock<trygg_gateway::register::Register> =
+        std::sync::OnceLock::new();
+    REGISTER.get_or_init(|| trygg_gateway::register::Register::from_config(default_gateway_config()))
 }
 
 fn default_gateway_config() -> &'static trygg_gateway::Config {

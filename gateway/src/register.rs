@@ -1,0 +1,345 @@
+//! The device register: which devices this gateway accepts events from,
+//! and each one's type, room, resident (a pseudonym, never a name) and
+//! supervision period.
+//!
+//! The running gateway owns it. It is kept in the journal's `devices`
+//! table (see [`crate::journal`]), so a change survives a restart: it is
+//! checked here, written in one durable transaction, and only then applied
+//! to the [`Register`] in memory that ingest and supervision read. The
+//! `[[devices]]` of the config seed the table at the first start (a
+//! journal without a register); from then on the table wins and
+//! `[[devices]]` is not read again (a start logs the config devices that
+//! are not in it).
+//!
+//! [`Register`] is plain bookkeeping, no I/O: [`Register::check`] says
+//! whether a [`Change`] may be made and [`Register::apply`] makes it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Device, DeviceType};
+
+/// The longest supervision period a device may be given (a week).
+pub const MAX_SUPERVISION_S: u64 = 7 * 24 * 3600;
+/// The longest room name.
+pub const MAX_ROOM_CHARS: usize = 64;
+
+/// A change to the register, as one durable transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Pair a new device.
+    Add(Device),
+    /// Move every setting of `old` to `new_id`; `old` is no longer paired.
+    Swap { old: String, new_id: String },
+    Remove(String),
+}
+
+/// Why a change was refused. `AlreadyPaired` and `NotFound` are about the
+/// register's state; `Invalid` about the request itself (final: asking
+/// again will not help).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("device `{0}` is already paired with this gateway (remove it first, or swap it)")]
+    AlreadyPaired(String),
+    #[error("device `{0}` is not paired with this gateway")]
+    NotFound(String),
+    #[error("`{field}` {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> RegisterError {
+    RegisterError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The paired devices, by id, and the supervision periods by type.
+#[derive(Clone, Debug, Default)]
+pub struct Register {
+    devices: BTreeMap<String, Device>,
+    gateway_id: String,
+    periods_s: BTreeMap<DeviceType, u64>,
+}
+
+impl Register {
+    /// An empty register for the gateway of `config` (its id, its
+    /// supervision periods by type), without its `[[devices]]`.
+    pub fn empty(config: &Config) -> Register {
+        Register {
+            devices: BTreeMap::new(),
+            gateway_id: config.gateway_id.clone(),
+            periods_s: config.supervision.periods_s.clone(),
+        }
+    }
+
+    /// The register as the config's `[[devices]]` describe it (what a
+    /// first start seeds the journal with; and for tools and tests).
+    pub fn from_config(config: &Config) -> Register {
+        let mut r = Register::empty(config);
+        r.extend(config.devices.iter().cloned());
+        r
+    }
+
+    /// Puts devices in as they are (read back from the journal).
+    pub fn extend(&mut self, devices: impl IntoIterator<Item = Device>) {
+        for d in devices {
+            self.devices.insert(d.id.clone(), d);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Device> {
+        self.devices.get(id)
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// A device's supervision period: its own, else its type's, else an
+    /// hour; `None` when it is not supervised (0).
+    pub fn supervision_period(&self, device: &Device) -> Option<Duration> {
+        let s = device
+            .supervision_s
+            .or_else(|| self.periods_s.get(&device.device_type).copied())
+            .unwrap_or(3600);
+        (s > 0).then(|| Duration::from_secs(s))
+    }
+
+    /// Whether `change` may be made, and if so the devices it writes
+    /// (`Some`) and removes (`None`), in order.
+    pub fn check(&self, change: &Change) -> Result<Vec<(String, Option<Device>)>, RegisterError> {
+        match change {
+            Change::Add(d) => {
+                self.check_new_id("id", &d.id)?;
+                check_settings(d)?;
+                Ok(vec![(d.id.clone(), Some(d.clone()))])
+            }
+            Change::Swap { old, new_id } => {
+                let Some(current) = self.devices.get(old) else {
+                    return Err(RegisterError::NotFound(old.clone()));
+                };
+                self.check_new_id("new_id", new_id)?;
+                let moved = Device {
+                    id: new_id.clone(),
+                    ..current.clone()
+                };
+                Ok(vec![(old.clone(), None), (new_id.clone(), Some(moved))])
+            }
+            Change::Remove(id) => {
+                if !self.devices.contains_key(id) {
+                    return Err(RegisterError::NotFound(id.clone()));
+                }
+                Ok(vec![(id.clone(), None)])
+            }
+        }
+    }
+
+    /// Makes a change [`Register::check`] allowed (after it is durable).
+    pub fn apply(&mut self, writes: &[(String, Option<Device>)]) {
+        for (id, d) in writes {
+            match d {
+                Some(d) => self.devices.insert(id.clone(), d.clone()),
+                None => self.devices.remove(id),
+            };
+        }
+    }
+
+    fn check_new_id(&self, field: &str, id: &str) -> Result<(), RegisterError> {
+        if !trygg_protocol::topic::is_valid_device_id(id) {
+            return Err(invalid(
+                field,
+                format!(
+                    "`{}` is not a device id: 1-64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                    id.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        if id == self.gateway_id {
+            return Err(invalid(
+                field,
+                "is this gateway's own id (it reports its own events under it)",
+            ));
+        }
+        if self.devices.contains_key(id) {
+            return Err(RegisterError::AlreadyPaired(id.into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_settings(d: &Device) -> Result<(), RegisterError> {
+    if let Some(room) = &d.room {
+        if room.trim().is_empty()
+            || room.chars().count() > MAX_ROOM_CHARS
+            || room.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "room",
+                format!("must be 1-{MAX_ROOM_CHARS} printable characters"),
+            ));
+        }
+    }
+    if let Some(resident) = &d.resident {
+        // The same alphabet as ids: a pseudonym such as `r-7f3a`. A space
+        // is refused, which also keeps most names out.
+        if !trygg_protocol::topic::is_valid_device_id(resident) {
+            return Err(invalid(
+                "resident",
+                "must be the resident's pseudonymous id (1-64 characters of A-Z, a-z, 0-9, '-' or '_'), never a name",
+            ));
+        }
+    }
+    if d.supervision_s.is_some_and(|s| s > MAX_SUPERVISION_S) {
+        return Err(invalid(
+            "supervision_s",
+            format!("must be 0 (off) to {MAX_SUPERVISION_S} (a week)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: &str) -> Device {
+        Device {
+            id: id.into(),
+            device_type: DeviceType::SafetyButton,
+            room: Some("kitchen".into()),
+            resident: Some("r-42".into()),
+            supervision_s: Some(120),
+        }
+    }
+
+    fn change(r: &mut Register, c: Change) -> Result<(), RegisterError> {
+        let writes = r.check(&c)?;
+        r.apply(&writes);
+        Ok(())
+    }
+
+    #[test]
+    fn the_config_seeds_the_register_with_its_devices_and_periods() {
+        let config = Config::default_config();
+        let r = Register::from_config(&config);
+        assert_eq!(r.len(), config.devices.len());
+        let b = r.get("button-1").unwrap();
+        assert_eq!(r.supervision_period(b), Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn an_added_device_is_paired_with_all_its_settings() {
+        let mut r = Register::from_config(&Config::default_config());
+        change(&mut r, Change::Add(device("button-2"))).unwrap();
+        assert_eq!(r.get("button-2"), Some(&device("button-2")));
+        assert_eq!(
+            r.supervision_period(r.get("button-2").unwrap()),
+            Some(Duration::from_secs(120))
+        );
+    }
+
+    #[test]
+    fn an_id_already_paired_is_refused_and_nothing_changes() {
+        let mut r = Register::from_config(&Config::default_config());
+        let before = r.get("button-1").cloned();
+        assert_eq!(
+            change(&mut r, Change::Add(device("button-1"))),
+            Err(RegisterError::AlreadyPaired("button-1".into()))
+        );
+        assert_eq!(r.get("button-1").cloned(), before);
+    }
+
+    #[test]
+    fn bad_ids_and_settings_are_refused_with_the_field_named() {
+        let mut r = Register::from_config(&Config::default_config());
+        let gw = Config::default_config().gateway_id;
+        for (d, field) in [
+            (device("a b"), "id"),
+            (device(""), "id"),
+            (device(&gw), "id"),
+            (
+                Device {
+                    resident: Some("Kari Nordmann".into()),
+                    ..device("x-1")
+                },
+                "resident",
+            ),
+            (
+                Device {
+                    room: Some(" ".into()),
+                    ..device("x-1")
+                },
+                "room",
+            ),
+            (
+                Device {
+                    supervision_s: Some(MAX_SUPERVISION_S + 1),
+                    ..device("x-1")
+                },
+                "supervision_s",
+            ),
+        ] {
+            match change(&mut r, Change::Add(d)) {
+                Err(RegisterError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn swap_carries_every_setting_to_the_new_id_and_unpairs_the_old() {
+        let mut r = Register::from_config(&Config::default_config());
+        change(&mut r, Change::Add(device("button-2"))).unwrap();
+        change(
+            &mut r,
+            Change::Swap {
+                old: "button-2".into(),
+                new_id: "button-3".into(),
+            },
+        )
+        .unwrap();
+        assert!(r.get("button-2").is_none());
+        assert_eq!(r.get("button-3"), Some(&device("button-3")));
+    }
+
+    #[test]
+    fn swap_refuses_an_unknown_old_or_a_paired_new_id() {
+        let mut r = Register::from_config(&Config::default_config());
+        let swap = |old: &str, new_id: &str| Change::Swap {
+            old: old.into(),
+            new_id: new_id.into(),
+        };
+        assert_eq!(
+            change(&mut r, swap("nope", "x-1")),
+            Err(RegisterError::NotFound("nope".into()))
+        );
+        assert_eq!(
+            change(&mut r, swap("button-1", "fall-1")),
+            Err(RegisterError::AlreadyPaired("fall-1".into()))
+        );
+        assert!(r.get("button-1").is_some() && r.get("fall-1").is_some());
+    }
+
+    #[test]
+    fn a_removed_device_is_no_longer_paired() {
+        let mut r = Register::from_config(&Config::default_config());
+        change(&mut r, Change::Remove("door-1".into())).unwrap();
+        assert!(r.get("door-1").is_none());
+        assert_eq!(
+            change(&mut r, Change::Remove("door-1".into())),
+            Err(RegisterError::NotFound("door-1".into()))
+        );
+    }
+}
