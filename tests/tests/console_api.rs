@@ -819,3 +819,35 @@ async fn the_console_is_served_over_tls_when_given_a_certificate() {
     assert!(answer.contains(r#"id="login-form""#));
     backend.stop.cancel();
 }
+
+/// A board left open is logged out with its session: logout in another tab
+/// ends the open stream within the recheck period, with `session_ended`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logging_out_ends_the_sessions_open_stream() {
+    let c = start().await;
+    let kari = c.login("kari").await;
+    let mut stream = c
+        .http
+        .get(c.url("/stream"))
+        .header(COOKIE, kari.cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    stream.chunk().await.unwrap();
+    let (status, _) = c
+        .post_form(&kari, "/logout", &[("csrf", kari.csrf.as_str())])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let wait = trygg_bridge::console::stream::SESSION_RECHECK * 2 + Duration::from_secs(5);
+    let said = tokio::time::timeout(wait, async {
+        let mut text = String::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the stream closes once its session has ended");
+    assert!(said.contains("event: session_ended"), "{said}");
+}

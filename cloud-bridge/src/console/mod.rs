@@ -27,7 +27,7 @@ pub mod html;
 pub mod i18n;
 mod json;
 mod pages;
-mod stream;
+pub mod stream;
 pub mod tls;
 
 use std::net::SocketAddr;

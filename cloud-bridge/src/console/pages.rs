@@ -244,6 +244,7 @@ var es=new EventSource('/stream');
 es.addEventListener('open',function(){status.textContent='';});
 es.addEventListener('alarm',function(ev){try{apply(JSON.parse(ev.data));}catch(e){}});
 es.addEventListener('resync',function(){location.reload();});
+es.addEventListener('session_ended',function(){es.close();location.reload();});
 es.addEventListener('error',function(){status.textContent=words.live_lost;if(es.readyState===2){setTimeout(function(){location.reload();},3000);}});
 })();"#;
 

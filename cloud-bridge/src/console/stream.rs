@@ -19,6 +19,9 @@ use super::board::{article, view};
 use super::{ApiUser, ConsoleState};
 use crate::store::AlarmChange;
 
+/// How often an open stream checks that its session still holds.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(30);
+
 pub fn routes() -> Router<ConsoleState> {
     Router::new().route("/stream", get(stream))
 }
@@ -29,6 +32,33 @@ async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let principal = who.0.principal;
     let store = s.app.store.clone();
+    let (watch_store, token, policy) = (s.app.store.clone(), who.0.token.clone(), s.policy);
+    let session_ended = async move {
+        let mut tick = tokio::time::interval(SESSION_RECHECK);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let (st, t) = (watch_store.clone(), token.clone());
+            let held =
+                tokio::task::spawn_blocking(move || st.session(&t, policy, crate::store::now_ms()))
+                    .await;
+            if !matches!(held, Ok(Ok(Some(_)))) {
+                return;
+            }
+        }
+    };
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let cancel = s.app.cancel.clone();
+    let mut ended_tx = ended_tx;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = session_ended => {}
+            _ = cancel.cancelled() => return,
+            // The client went away: stop watching.
+            _ = ended_tx.closed() => return,
+        }
+        let _ = ended_tx.send(());
+    });
     let changes = BroadcastStream::new(s.app.changes.subscribe()).filter_map(
         move |m: Result<AlarmChange, BroadcastStreamRecvError>| {
             let store = store.clone();
@@ -79,9 +109,13 @@ async fn stream(
     let hello = futures::stream::once(async {
         Ok(Event::default().comment("subscribed to alarm changes"))
     });
+    // The last word when the session has ended, then the stream closes.
+    let goodbye =
+        futures::stream::once(async { Ok(Event::default().event("session_ended").data("{}")) });
     Sse::new(
         hello
-            .chain(changes)
+            .chain(changes.take_until(ended_rx))
+            .chain(goodbye)
             .take_until(s.app.cancel.clone().cancelled_owned()),
     )
     .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
