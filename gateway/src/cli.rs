@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Start:        trygg-gateway --config gateway.toml
 /// New config:   trygg-gateway config generate > gateway.toml
+/// Devices:      trygg-gateway --config gateway.toml device list
+/// Test alarm:   trygg-gateway --config gateway.toml test-alarm --device button-1
 /// Try it all:   trygg-sim demo   (backend, gateway and a simulated home)
 #[derive(Parser)]
 #[command(name = "trygg-gateway", version, verbatim_doc_comment)]
@@ -43,6 +45,105 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Pair, list, show, swap and remove devices (asks the running gateway).
+    ///
+    /// The running gateway owns the device register (kept in its journal);
+    /// these commands ask it through its local API (`local_api.listen` in
+    /// the config, or --api). A change is durable when the command returns,
+    /// and the gateway takes or refuses the device's events from then on,
+    /// without a restart.
+    ///
+    /// Examples:
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device list
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device add button-2 --type safety_button --room bedroom --resident r-7f3a
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device show button-2
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device swap button-2 button-9   # broken button-2 replaced by button-9
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device remove button-9
+    ///   trygg-gateway -c /etc/trygg/gateway.toml device list --json | jq '.devices[].health'
+    #[command(verbatim_doc_comment)]
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+        #[command(flatten)]
+        out: ApiArgs,
+    },
+    /// Send a test alarm end to end and wait for the backend's confirmation.
+    ///
+    /// The gateway raises a `test_alarm` event (technical, green: the
+    /// backend records it as a test and opens no care alarm) about the
+    /// device, with its room and resident, commits it, and waits until the
+    /// backend has receipted it. Prints the time it took; exits non-zero if
+    /// the backend has not confirmed it within --timeout-s (it stays
+    /// committed on the gateway and goes up when the uplink is back).
+    ///
+    /// Examples:
+    ///   trygg-gateway -c /etc/trygg/gateway.toml test-alarm --device button-1
+    ///   trygg-gateway -c /etc/trygg/gateway.toml test-alarm            # as the gateway itself
+    #[command(verbatim_doc_comment)]
+    TestAlarm {
+        /// The paired device the test is about (its room and resident go
+        /// with it). Without it, the gateway itself.
+        #[arg(long)]
+        device: Option<String>,
+        /// How long to wait for the backend's confirmation, in seconds (at most 300).
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+        #[command(flatten)]
+        out: ApiArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Print JSON instead of text (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// The running gateway's local API, e.g. 127.0.0.1:9464 (default:
+    /// `local_api.listen` of the config).
+    #[arg(long, global = true, env = "TRYGG_GATEWAY_API")]
+    api: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DeviceAction {
+    /// Every paired device with its health: battery, signal, last message,
+    /// supervision state (ok, silent, off).
+    List,
+    /// One device and its health.
+    Show { id: String },
+    /// Pair a device: its events are taken from now on.
+    ///
+    /// Example:
+    ///   trygg-gateway device add button-2 --type safety_button --room bedroom --resident r-7f3a
+    #[command(verbatim_doc_comment)]
+    Add {
+        /// The device's id, as in its topics (1-64 of A-Z a-z 0-9 - _).
+        id: String,
+        /// safety_button, pull_cord, fall_sensor, door_sensor, bed_sensor,
+        /// motion_sensor, smoke_detector, water_sensor, epilepsy_sensor,
+        /// medicine_dispenser or thermometer.
+        #[arg(long = "type")]
+        device_type: String,
+        /// Where it is, e.g. bedroom.
+        #[arg(long)]
+        room: Option<String>,
+        /// The resident's pseudonymous id (never a name), e.g. r-7f3a.
+        #[arg(long)]
+        resident: Option<String>,
+        /// Its supervision period in seconds instead of its type's; 0 turns
+        /// supervision off.
+        #[arg(long)]
+        supervision_s: Option<u64>,
+    },
+    /// Replace a device: every setting (type, room, resident, supervision
+    /// period) moves to NEW_ID in one step; OLD_ID is refused from then on.
+    ///
+    /// Example:
+    ///   trygg-gateway device swap button-2 button-9
+    #[command(verbatim_doc_comment)]
+    Swap { old_id: String, new_id: String },
+    /// Unpair a device: its events get `rejected` (unknown_device) from now on.
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +202,60 @@ pub fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&d)?);
             }
             Ok(())
+        }
+        Command::Device { action, out } => {
+            let config = load(&cli.config)?;
+            let api = crate::device_cli::LocalApiClient::new(crate::device_cli::resolve(
+                out.api.as_deref(),
+                config.local_api.listen,
+            )?);
+            use crate::device_cli::DeviceAsk;
+            let ask = match action {
+                DeviceAction::List => DeviceAsk::List,
+                DeviceAction::Show { id } => DeviceAsk::Show(id),
+                DeviceAction::Add {
+                    id,
+                    device_type,
+                    room,
+                    resident,
+                    supervision_s,
+                } => DeviceAsk::Add(serde_json::json!({
+                    "id": id,
+                    "type": device_type,
+                    "room": room,
+                    "resident": resident,
+                    "supervision_s": supervision_s,
+                })),
+                DeviceAction::Swap { old_id, new_id } => DeviceAsk::Swap {
+                    old: old_id,
+                    new_id,
+                },
+                DeviceAction::Remove { id } => DeviceAsk::Remove(id),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::device_cli::device(&api, ask, out.json))
+        }
+        Command::TestAlarm {
+            device,
+            timeout_s,
+            out,
+        } => {
+            let config = load(&cli.config)?;
+            let api = crate::device_cli::LocalApiClient::new(crate::device_cli::resolve(
+                out.api.as_deref(),
+                config.local_api.listen,
+            )?);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::device_cli::test_alarm(
+                &api,
+                device,
+                std::time::Duration::from_secs(timeout_s.min(300)),
+                out.json,
+            ))
         }
         Command::Run => {
             let config = load(&cli.config)?;

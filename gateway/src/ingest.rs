@@ -4,8 +4,8 @@
 use trygg_protocol::topic::DeviceTopic;
 use trygg_protocol::{DeviceEvent, Heartbeat, MAX_DEVICE_PAYLOAD};
 
-use crate::register::Register;
 use crate::journal::{DeadLetter, NewEvent};
+use crate::register::Register;
 
 /// A device message, classified.
 #[derive(Debug)]

@@ -1789,6 +1789,31 @@ mod tests {
     }
 
     #[test]
+    fn the_register_is_seeded_once_and_its_changes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let config = crate::config::Config::default_config();
+        let mut j = Journal::open(&path).unwrap();
+        let (devices, seeded) = j.devices_or_seed(&config.devices).unwrap();
+        assert!(seeded);
+        assert_eq!(devices.len(), config.devices.len());
+        let mut moved = config.device("door-1").unwrap().clone();
+        moved.id = "door-2".into();
+        j.write_devices(&[
+            ("door-1".into(), None),
+            ("door-2".into(), Some(moved.clone())),
+        ])
+        .unwrap();
+        drop(j);
+        // The config still lists door-1: the table wins after the first start.
+        let mut j = Journal::open(&path).unwrap();
+        let (devices, seeded) = j.devices_or_seed(&config.devices).unwrap();
+        assert!(!seeded);
+        assert!(devices.iter().all(|d| d.id != "door-1"));
+        assert!(devices.contains(&moved));
+    }
+
+    #[test]
     fn silences_are_kept_with_the_events_that_raise_and_clear_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.redb");

@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod device_cli;
 pub mod ingest;
 pub mod journal;
 mod local_api;

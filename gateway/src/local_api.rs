@@ -42,7 +42,10 @@ pub(crate) async fn serve(
         .route("/api/v1/status", get(status))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/devices", get(list_devices).post(add_device))
-        .route("/api/v1/devices/{id}", get(show_device).delete(remove_device))
+        .route(
+            "/api/v1/devices/{id}",
+            get(show_device).delete(remove_device),
+        )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
         .route("/api/v1/test-alarm", post(test_alarm))
         .with_state(shared);
@@ -198,7 +201,10 @@ async fn list_devices(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         .map(|r| r.devices().cloned().collect())
         .unwrap_or_default();
     let silent = silent_now(&s);
-    let list: Vec<_> = devices.iter().map(|d| device_view(&s, d, &silent)).collect();
+    let list: Vec<_> = devices
+        .iter()
+        .map(|d| device_view(&s, d, &silent))
+        .collect();
     Json(json!({ "devices": list }))
 }
 
@@ -241,8 +247,12 @@ async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> 
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, format!("the request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the request body: {e}"),
+        )
+    })
 }
 
 async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {

@@ -32,7 +32,10 @@ pub enum Change {
     /// Pair a new device.
     Add(Device),
     /// Move every setting of `old` to `new_id`; `old` is no longer paired.
-    Swap { old: String, new_id: String },
+    Swap {
+        old: String,
+        new_id: String,
+    },
     Remove(String),
 }
 

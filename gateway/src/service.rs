@@ -152,15 +152,16 @@ pub async fn run(
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
     let seed = config.devices.clone();
-    let (journal, set_aside, reserved, (devices, seeded)) = tokio::task::spawn_blocking(move || {
-        let (mut j, aside) = Journal::open_or_set_aside(&path)?;
-        j.set_policy(policy);
-        let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
-        let devices = j.devices_or_seed(&seed)?;
-        Ok::<_, JournalError>((j, aside, reserved, devices))
-    })
-    .await
-    .expect("journal open task")?;
+    let (journal, set_aside, reserved, (devices, seeded)) =
+        tokio::task::spawn_blocking(move || {
+            let (mut j, aside) = Journal::open_or_set_aside(&path)?;
+            j.set_policy(policy);
+            let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
+            let devices = j.devices_or_seed(&seed)?;
+            Ok::<_, JournalError>((j, aside, reserved, devices))
+        })
+        .await
+        .expect("journal open task")?;
     let mut register = Register::empty(&config);
     register.extend(devices);
     if seeded {
@@ -447,7 +448,12 @@ pub async fn run(
                                 if let Ok(mut seen) = shared.last_seen.lock() {
                                     // Unknown ids are not kept: a stranger
                                     // could fill the map with them.
-                                    if seen.contains_key(&id) || shared.register.read().is_ok_and(|r| r.get(&id).is_some()) {
+                                    if seen.contains_key(&id)
+                                        || shared
+                                            .register
+                                            .read()
+                                            .is_ok_and(|r| r.get(&id).is_some())
+                                    {
                                         seen.insert(id.clone(), now_ms());
                                     }
                                 }
@@ -547,8 +553,10 @@ fn journal_loop(
         // Per publish: which event of the group it is, or its rejection.
         let mut plans: Vec<(Publish, Plan)> = Vec::new();
         // Test alarms waiting for their commit: index in `group.system`.
-        let mut tests: Vec<(usize, oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>)> =
-            Vec::new();
+        let mut tests: Vec<(
+            usize,
+            oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>,
+        )> = Vec::new();
         for cmd in cmds {
             match cmd {
                 JournalCmd::Devices { change, reply } => {
@@ -557,13 +565,12 @@ fn journal_loop(
                     let _ = reply.send(change_devices(&mut journal, shared, &change));
                 }
                 JournalCmd::TestAlarm { subject, reply } => {
-                    let place = subject.as_deref().map(|id| {
-                        shared
-                            .register
-                            .read()
-                            .ok()
-                            .and_then(|r| r.get(id).map(|d| (d.resident.clone(), d.room.clone())))
-                    });
+                    let place =
+                        subject.as_deref().map(|id| {
+                            shared.register.read().ok().and_then(|r| {
+                                r.get(id).map(|d| (d.resident.clone(), d.room.clone()))
+                            })
+                        });
                     let (resident, room) = match place {
                         Some(Some(p)) => p,
                         Some(None) => {
@@ -571,9 +578,15 @@ fn journal_loop(
                             let _ = reply.send(Err(RegisterError::NotFound(id).into()));
                             continue;
                         }
-                        None => (config.local_io.resident.clone(), config.local_io.room.clone()),
+                        None => (
+                            config.local_io.resident.clone(),
+                            config.local_io.room.clone(),
+                        ),
                     };
-                    tracing::info!(device = subject.as_deref().unwrap_or(&config.gateway_id), "test alarm raised from the local API");
+                    tracing::info!(
+                        device = subject.as_deref().unwrap_or(&config.gateway_id),
+                        "test alarm raised from the local API"
+                    );
                     tests.push((group.system.len(), reply));
                     group.system.push(crate::journal::SystemEvent {
                         kind: trygg_protocol::EventKind::TestAlarm,

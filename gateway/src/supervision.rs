@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trygg_protocol::EventKind;
 
-use crate::register::Register;
 use crate::journal::SystemEvent;
+use crate::register::Register;
 
 struct Watch {
     period: Duration,
@@ -58,8 +58,11 @@ impl Supervisor {
     /// as if heard from `now`, removed ones forgotten, and a changed
     /// period, room or resident taken over.
     pub fn follow(&mut self, register: &Register, now: Instant) {
-        self.watches
-            .retain(|id, _| register.get(id).is_some_and(|d| register.supervision_period(d).is_some()));
+        self.watches.retain(|id, _| {
+            register
+                .get(id)
+                .is_some_and(|d| register.supervision_period(d).is_some())
+        });
         for d in register.devices() {
             let Some(period) = register.supervision_period(d) else {
                 continue;
