@@ -623,6 +623,65 @@ impl Store {
         Ok(found)
     }
 
+    /// Disables a user (they can no longer log in, and every session of
+    /// theirs ends at once) or enables them again. Audited. `Ok(false)` if
+    /// there is no such user.
+    pub fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        actor: &str,
+        remote: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let txn = self.begin_durable()?;
+        let found = {
+            let mut users = txn.open_table(USERS)?;
+            let user: Option<User> = users.get(username)?.map(|v| parse(v.value())).transpose()?;
+            match user {
+                Some(mut u) => {
+                    u.disabled = disabled;
+                    u.failures = 0;
+                    u.locked_until_ms = 0;
+                    users.insert(username, json(&u).as_slice())?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if found && disabled {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let mut theirs = Vec::new();
+            for e in sessions.iter()? {
+                let (k, v) = e?;
+                let session: Session = parse(v.value())?;
+                if session.username == username {
+                    theirs.push(k.value().to_string());
+                }
+            }
+            for k in theirs {
+                sessions.remove(k.as_str())?;
+            }
+        }
+        append_audit(
+            &txn,
+            AuditEntry::new(
+                actor,
+                if disabled {
+                    "user_disable"
+                } else {
+                    "user_enable"
+                },
+                &format!("user/{username}"),
+                if found { "ok" } else { "refused: no such user" },
+                remote,
+                now_ms,
+            ),
+        )?;
+        txn.commit()?;
+        Ok(found)
+    }
+
     /// Ends a session (logout).
     pub fn logout(
         &self,
@@ -900,6 +959,53 @@ mod tests {
             s.login("nobody", "x", "10.0.0.9", 300),
             Err(LoginError::Wrong)
         ));
+    }
+
+    #[test]
+    fn a_disabled_user_cannot_log_in_and_their_sessions_end_at_once() {
+        let (_d, s) = store();
+        s.create_user(kari(), "setup", 1).unwrap();
+        let p = SessionPolicy::default();
+        let (token, _) = s
+            .login("kari", "correct horse battery", "127.0.0.1", 10)
+            .unwrap();
+        assert!(s
+            .set_disabled("kari", true, "admin", "10.0.0.1", 20)
+            .unwrap());
+        assert!(
+            s.session(&token, p, 30).unwrap().is_none(),
+            "the open session ended"
+        );
+        assert!(matches!(
+            s.login("kari", "correct horse battery", "127.0.0.1", 40),
+            Err(LoginError::Wrong)
+        ));
+        assert!(s
+            .set_disabled("kari", false, "admin", "10.0.0.1", 50)
+            .unwrap());
+        assert!(s
+            .login("kari", "correct horse battery", "127.0.0.1", 60)
+            .is_ok());
+        assert!(!s
+            .set_disabled("nobody", true, "admin", "10.0.0.1", 70)
+            .unwrap());
+        let actions: Vec<String> = s
+            .audit(&AuditQuery::default())
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .take(5)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "user_disable",
+                "login",
+                "user_enable",
+                "login_failed",
+                "user_disable"
+            ]
+        );
     }
 
     #[test]

@@ -345,3 +345,49 @@ async fn benefits_keep_to_the_users_units_in_both_forms() {
     let denied = c.stop_and_audit("denied").await;
     assert_eq!(denied.len(), 2);
 }
+
+/// Someone leaves: the administrator disables them, their open session
+/// ends at once and they cannot log in; enabled again, they can. Nobody
+/// disables themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_user_is_out_at_once_and_an_administrator_cannot_disable_themselves() {
+    let c = start().await;
+    let admin = c.login("admin", PASSWORD).await;
+    let kari = c.login("kari", PASSWORD).await;
+    let (status, _) = c.get(&kari.cookie, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    let csrf = [("csrf", admin.csrf.clone())];
+    // Kari may not disable anyone.
+    let r = c
+        .post(
+            &kari,
+            "/admin/users/admin/disable",
+            &[("csrf", kari.csrf.clone())],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c.post(&admin, "/admin/users/kari/disable", &csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (status, _) = c.get(&kari.cookie, "/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "kari's session ended");
+    let r = c
+        .http
+        .post(c.url("/login"))
+        .form(&[("username", "kari"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, html) = c.get(&admin.cookie, "/admin/users").await;
+    assert!(html.contains("/admin/users/kari/enable"), "{html}");
+    let r = c.post(&admin, "/admin/users/kari/enable", &csrf).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    c.login("kari", PASSWORD).await;
+    let r = c.post(&admin, "/admin/users/admin/disable", &csrf).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = c.post(&admin, "/admin/users/nobody/disable", &csrf).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let entries = c.stop_and_audit("user_disable").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(entries.iter().all(|e| e.actor == "admin"));
+}

@@ -41,6 +41,14 @@ use crate::store::now_ms;
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/admin/users", get(users_page).post(create_user))
+        .route(
+            "/admin/users/{username}/disable",
+            axum::routing::post(disable_user),
+        )
+        .route(
+            "/admin/users/{username}/enable",
+            axum::routing::post(enable_user),
+        )
         .route("/admin/residents", get(residents_page).post(put_resident))
         .route("/admin/audit", get(audit_page))
         .route("/console/api/audit", get(audit_json))
@@ -74,6 +82,11 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("status_active", "Aktiv", "Active"),
     ("status_locked", "Sperret til", "Locked until"),
     ("status_disabled", "Deaktivert", "Disabled"),
+    ("action_col", "Handling", "Action"),
+    ("disable", "Deaktiver", "Disable"),
+    ("enable", "Aktiver", "Enable"),
+    ("err_disable_self", "Du kan ikke deaktivere deg selv.", "You cannot disable yourself."),
+    ("err_no_such_user", "Det finnes ingen slik bruker.", "There is no such user."),
     ("create_user", "Opprett bruker", "Create user"),
     ("user_created", "Brukeren er opprettet:", "User created:"),
     ("no_users", "Ingen brukere ennå.", "No users yet."),
@@ -266,8 +279,23 @@ fn users_html(
         } else {
             esc(w("status_active"))
         };
+        let (verb, key) = if u.disabled {
+            ("enable", "enable")
+        } else {
+            ("disable", "disable")
+        };
+        let action = if u.username == who.principal.username {
+            String::new()
+        } else {
+            format!(
+                r#"<form method="post" action="/admin/users/{id}/{verb}" class="user-{verb}-form"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="user-{verb}">{label}<span class="visually-hidden">: {id}</span></button></form>"#,
+                id = esc(&u.username),
+                csrf = esc(&who.principal.csrf),
+                label = esc(w(key)),
+            )
+        };
         rows.push_str(&format!(
-            r#"<tr id="user-{id}"><th scope="row">{name}</th><td>{display}</td><td>{role}</td><td>{units}</td><td>{groups}</td><td>{ulang}</td><td>{status}</td></tr>"#,
+            r#"<tr id="user-{id}"><th scope="row">{name}</th><td>{display}</td><td>{role}</td><td>{units}</td><td>{groups}</td><td>{ulang}</td><td>{status}</td><td>{action}</td></tr>"#,
             id = esc(&u.username),
             name = esc(&u.username),
             display = esc(&u.display_name),
@@ -281,7 +309,7 @@ fn users_html(
         format!("<p>{}</p>", esc(w("no_users")))
     } else {
         format!(
-            r#"<table id="users-table"><caption>{cap}</caption><thead><tr><th scope="col">{u}</th><th scope="col">{d}</th><th scope="col">{r}</th><th scope="col">{un}</th><th scope="col">{g}</th><th scope="col">{l}</th><th scope="col">{st}</th></tr></thead><tbody>{rows}</tbody></table>"#,
+            r#"<table id="users-table"><caption>{cap}</caption><thead><tr><th scope="col">{u}</th><th scope="col">{d}</th><th scope="col">{r}</th><th scope="col">{un}</th><th scope="col">{g}</th><th scope="col">{l}</th><th scope="col">{st}</th><th scope="col">{ac}</th></tr></thead><tbody>{rows}</tbody></table>"#,
             cap = esc(w("users_caption")),
             u = esc(t(lang, "username")),
             d = esc(w("display_name")),
@@ -290,6 +318,7 @@ fn users_html(
             g = esc(w("groups_col")),
             l = esc(w("lang_field")),
             st = esc(w("status_col")),
+            ac = esc(w("action_col")),
         )
     };
     let role_now = form.get("role").unwrap_or("operator");
@@ -430,6 +459,78 @@ async fn users_page(
         q.get("created"),
     )
     .await
+}
+
+async fn disable_user(
+    State(s): State<ConsoleState>,
+    who: PageUser,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    set_disabled(s, who, username, body, true).await
+}
+
+async fn enable_user(
+    State(s): State<ConsoleState>,
+    who: PageUser,
+    axum::extract::Path(username): axum::extract::Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    set_disabled(s, who, username, body, false).await
+}
+
+/// Disables or enables a user: administrators only, never oneself (the last
+/// administrator must not lock everyone out). Their sessions end at once.
+async fn set_disabled(
+    s: ConsoleState,
+    who: PageUser,
+    username: String,
+    body: Result<Bytes, BytesRejection>,
+    disabled: bool,
+) -> Response {
+    let target = format!("user/{}", username.chars().take(64).collect::<String>());
+    if let Some(r) = admin_only(&s, &who, &target, false).await {
+        return r;
+    }
+    let form = match FormData::from_body(body) {
+        Ok(f) => f,
+        Err(e) => return super::pages::form_refused(e, who.lang(), Some(&who.principal)),
+    };
+    if !who.csrf_ok(form.get("csrf")) {
+        return csrf_refused(&s, &who, &target, false).await;
+    }
+    let lang = who.lang();
+    if username == who.principal.username {
+        return users_response(
+            &s,
+            &who,
+            StatusCode::CONFLICT,
+            &FormData::default(),
+            Some(words(lang, "err_disable_self")),
+            None,
+        )
+        .await;
+    }
+    let (actor, remote) = (who.principal.username.clone(), who.remote.clone());
+    match blocking(s.store(), move |st| {
+        st.set_disabled(&username, disabled, &actor, &remote, now_ms())
+    })
+    .await
+    {
+        Ok(true) => Redirect::to("/admin/users").into_response(),
+        Ok(false) => {
+            users_response(
+                &s,
+                &who,
+                StatusCode::NOT_FOUND,
+                &FormData::default(),
+                Some(words(lang, "err_no_such_user")),
+                None,
+            )
+            .await
+        }
+        Err(e) => store_failed(e, lang, false),
+    }
 }
 
 /// The user a form describes, or the key of what is wrong with it.
