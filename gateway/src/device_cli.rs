@@ -171,14 +171,15 @@ pub async fn test_alarm(
             println!("{}", serde_json::to_string_pretty(b)?);
         }
         return Err(anyhow!(
-            "test alarm for {who} is committed on the gateway (in {} ms) but the backend has not confirmed it within {} s{}; it is sent when the uplink is back (see `curl http://…/api/v1/status`)",
+            "test alarm for {who} is committed on the gateway (in {} ms) but not confirmed by the backend within {} s{}; it stays in the journal and goes up when the uplink is back (see `curl -s {}/api/v1/status`)",
             b["committed_after_ms"],
             timeout.as_secs(),
             if b["uplink_connected"] == false {
                 ": the uplink is down"
             } else {
                 " (uplink down or backend slow?)"
-            }
+            },
+            api.base
         ));
     }
     let b = ok(answer)?;
