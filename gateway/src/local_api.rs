@@ -246,19 +246,20 @@ async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> 
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+/// The body as `T`, or the 422 that says why not.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("the request body: {e}"),
-        )
+        ))
     })
 }
 
 async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let device: Device = match parse(&body) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = device.id.clone();
     change(&s, Change::Add(device), &id, StatusCode::CREATED).await
@@ -276,7 +277,7 @@ async fn swap_device(
     }
     let swap: Swap = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let new_id = swap.new_id.clone();
     change(
@@ -310,7 +311,7 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
     } else {
         match parse(&body) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
     let timeout = std::time::Duration::from_secs(ask.timeout_s.unwrap_or(30).min(MAX_TEST_WAIT_S));

@@ -106,9 +106,12 @@ pub(crate) enum JournalCmd {
     /// where it was committed.
     TestAlarm {
         subject: Option<String>,
-        reply: oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>,
+        reply: TestAlarmReply,
     },
 }
+
+/// Where a test alarm was committed, or why it was not.
+pub(crate) type TestAlarmReply = oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>;
 
 /// Why the journal thread refused a request of the local API.
 #[derive(Debug, thiserror::Error)]
@@ -553,10 +556,7 @@ fn journal_loop(
         // Per publish: which event of the group it is, or its rejection.
         let mut plans: Vec<(Publish, Plan)> = Vec::new();
         // Test alarms waiting for their commit: index in `group.system`.
-        let mut tests: Vec<(
-            usize,
-            oneshot::Sender<Result<(Lane, u64), DeviceChangeError>>,
-        )> = Vec::new();
+        let mut tests: Vec<(usize, TestAlarmReply)> = Vec::new();
         for cmd in cmds {
             match cmd {
                 JournalCmd::Devices { change, reply } => {
