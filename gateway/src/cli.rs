@@ -161,6 +161,16 @@ fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+/// A technician's command that failed: its message alone on stderr (no
+/// backtrace), exit status 1.
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("trygg-gateway: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// Parses the command line and runs what it asks.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -235,7 +245,7 @@ pub fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(crate::device_cli::device(&api, ask, out.json))
+            exit_on_error(rt.block_on(crate::device_cli::device(&api, ask, out.json)))
         }
         Command::TestAlarm {
             device,
@@ -250,12 +260,12 @@ pub fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(crate::device_cli::test_alarm(
+            exit_on_error(rt.block_on(crate::device_cli::test_alarm(
                 &api,
                 device,
                 std::time::Duration::from_secs(timeout_s.min(300)),
                 out.json,
-            ))
+            )))
         }
         Command::Run => {
             let config = load(&cli.config)?;

@@ -74,7 +74,8 @@ pub fn device_classify(data: &[u8]) {
 fn default_register() -> &'static trygg_gateway::register::Register {
     static REGISTER: std::sync::OnceLock<trygg_gateway::register::Register> =
         std::sync::OnceLock::new();
-    REGISTER.get_or_init(|| trygg_gateway::register::Register::from_config(default_gateway_config()))
+    REGISTER
+        .get_or_init(|| trygg_gateway::register::Register::from_config(default_gateway_config()))
 }
 
 fn default_gateway_config() -> &'static trygg_gateway::Config {
