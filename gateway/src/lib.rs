@@ -8,9 +8,10 @@
 //!                                      +-- heartbeats (memory only)     ^ receipts delete from the journal
 //! ```
 //!
-//! The modules [`ingest`], [`journal`], [`supervision`], [`uplink`] and
-//! [`local_io`] (the Pi's own button, LED, buzzer and mains-fail input) hold
-//! the decisions;
+//! The modules [`ingest`], [`journal`], [`register`] (the paired devices),
+//! [`supervision`], [`uplink`] and [`local_io`] (the Pi's own button, LED,
+//! buzzer and mains-fail input) hold the decisions; [`device_cli`] is the
+//! technician's client of the local API;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
