@@ -339,7 +339,10 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         if matches!(s.reader.is_pending(lane, seq), Ok(false)) {
             break true;
         }
-        if tokio::time::Instant::now() >= deadline {
+        // A stopping gateway does not wait out the timeout: graceful
+        // shutdown waits for this request.
+        let stopping = s.admin.lock().map(|a| a.is_none()).unwrap_or(true);
+        if stopping || tokio::time::Instant::now() >= deadline {
             break false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
