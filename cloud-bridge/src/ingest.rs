@@ -121,6 +121,10 @@ pub struct StoredEvent {
     pub value: Option<f32>,
     pub resident: Option<String>,
     pub room: Option<String>,
+    /// For an event the gateway raised about one of its devices (a test
+    /// alarm, a silence): that device. Listed under it as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// What the store knows that one gateway's batch touches.
@@ -278,6 +282,7 @@ pub fn ingest(ledger: &mut Ledger, batch: &Batch, now_ms: u64) -> Ingested {
             value: r.value,
             resident: r.resident.clone(),
             room: r.room.clone(),
+            subject: r.subject.clone(),
         });
     }
     out

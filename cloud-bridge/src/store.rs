@@ -471,6 +471,9 @@ fn ingest_batch(txn: &WriteTransaction, batch: &Batch, now_ms: u64) -> Result<Do
             events.insert(e.event_id.as_str(), to_json(e).as_slice())?;
             order.insert(n, e.event_id.as_str())?;
             by_device.insert((e.device.as_str(), n), e.event_id.as_str())?;
+            if let Some(subject) = e.subject.as_deref().filter(|s| *s != e.device) {
+                by_device.insert((subject, n), e.event_id.as_str())?;
+            }
         }
     }
     let mut fx = Effects::default();

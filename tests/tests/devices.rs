@@ -271,13 +271,23 @@ async fn test_alarm_from_the_cli_is_confirmed_by_the_backend_and_opens_no_alarm(
     );
     assert!(stdout.contains("confirmed by the backend in"), "{stdout}");
 
-    // Raised by the gateway (its own id and counter), with the device's place.
-    // (The backend's event store does not keep `subject` yet; its alarms do.)
+    // Raised by the gateway (its own id and counter), with the device's place,
+    // and listed under the device as well (`subject`).
     let e = event_at_backend(&backend.api, &cli_config.gateway_id, "test_alarm").await;
     assert_eq!(
         (&e["room"], &e["resident"]),
         (&json!("bedroom"), &json!("r-7f3a")),
         "{e}"
+    );
+    assert_eq!(e["subject"], "button-1", "{e}");
+    assert!(
+        backend
+            .api
+            .events("button-1")
+            .await
+            .iter()
+            .any(|x| x["event_id"] == e["event_id"]),
+        "the device's own listing holds its test alarm"
     );
     assert!(
         backend
