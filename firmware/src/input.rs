@@ -434,6 +434,11 @@ mod tests {
 
     use State::{High as H, Low as L};
 
+    /// The actions of `n` polls, without their times.
+    fn actions<F: FnMut(u64) -> Option<Action>>(n: usize, f: F) -> std::vec::Vec<Action> {
+        run(n, f).into_iter().map(|(_, a)| a).collect()
+    }
+
     fn repeat(level: State, n: usize) -> std::vec::Vec<State> {
         std::vec![level; n]
     }
@@ -497,10 +502,7 @@ mod tests {
                 ..ButtonSettings::button()
             },
         );
-        let got: std::vec::Vec<Action> = run(n, |t| b.poll(t).unwrap())
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let got = actions(n, |t| b.poll(t).unwrap());
         assert!(matches!(got[0], Action::PreAlarm { .. }));
         assert_eq!(&got[1..], &[Action::Cancelled]);
         b.release().done();
@@ -529,10 +531,7 @@ mod tests {
                 ..ButtonSettings::button()
             },
         );
-        let got: std::vec::Vec<Action> = run(700, |t| b.poll(t).unwrap())
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let got = actions(700, |t| b.poll(t).unwrap());
         assert_eq!(
             got,
             [
@@ -551,12 +550,10 @@ mod tests {
         levels.extend(repeat(H, 10));
         let n = levels.len();
         let mut door = BinarySensor::new(pin(&levels), SensorSettings::for_kind(SensorKind::Door));
-        let got: std::vec::Vec<Action> = run(n, |t| door.poll(t).unwrap())
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let got = actions(n, |t| door.poll(t).unwrap());
         // Opened (H) during the first changes, then chattering: one fault.
-        // Quiet (low = closed) for 10 s: trusted again, and it is closed.
+        // Quiet (low = closed) for 11 s: trusted again, so opening it
+        // counts.
         assert!(got.contains(&Action::Fault(Fault::Chattering)), "{got:?}");
         assert_eq!(
             got.iter().filter(|a| matches!(a, Action::Fault(_))).count(),
@@ -577,10 +574,7 @@ mod tests {
         levels.extend(repeat(L, 10));
         let n = levels.len();
         let mut door = BinarySensor::new(pin(&levels), SensorSettings::for_kind(SensorKind::Door));
-        let got: std::vec::Vec<Action> = run(n, |t| door.poll(t).unwrap())
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let got = actions(n, |t| door.poll(t).unwrap());
         assert_eq!(
             got,
             [
@@ -631,10 +625,7 @@ mod tests {
             levels.extend(repeat(L, 210));
             let n = levels.len();
             let mut s = BinarySensor::new(pin(&levels), SensorSettings::for_kind(kind));
-            let got: std::vec::Vec<Action> = run(n, |t| s.poll(t).unwrap())
-                .into_iter()
-                .map(|(_, a)| a)
-                .collect();
+            let got = actions(n, |t| s.poll(t).unwrap());
             let mut want = std::vec![Action::Raise(on)];
             want.extend(off.map(Action::Raise));
             assert_eq!(got, want, "{kind:?}");
