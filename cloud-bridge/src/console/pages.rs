@@ -584,22 +584,38 @@ async fn alarm_page(
     }
 }
 
+/// An alarm action's form, read and checked: the alarm id from the path,
+/// the body within its limit, the session's CSRF token. Otherwise the
+/// answer to give (400/413, 404, or 403 audited).
+async fn alarm_form(
+    s: &ConsoleState,
+    who: &Who,
+    id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(u64, FormData), Response> {
+    let form = match FormData::from_body(body) {
+        Ok(f) => f,
+        Err(e) => return Err(form_refused(e, who.lang(), Some(&who.principal))),
+    };
+    let Some(id) = parse_id(id) else {
+        return Err(not_found_for(who));
+    };
+    if !who.csrf_ok(form.get("csrf")) {
+        return Err(csrf_refused(s, who, &format!("alarm/{id}"), false).await);
+    }
+    Ok((id, form))
+}
+
 async fn acknowledge(
     State(s): State<ConsoleState>,
     who: PageUser,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let form = match FormData::from_body(body) {
-        Ok(f) => f,
-        Err(e) => return form_refused(e, who.lang(), Some(&who.principal)),
+    let (id, _) = match alarm_form(&s, &who, &id, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let Some(id) = parse_id(&id) else {
-        return not_found_for(&who);
-    };
-    if !who.csrf_ok(form.get("csrf")) {
-        return csrf_refused(&s, &who, &format!("alarm/{id}"), false).await;
-    }
     let acted = act(&s, &who, id, Action::Acknowledge).await;
     acted_page(&s, &who, acted).await
 }
@@ -610,16 +626,10 @@ async fn close(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let form = match FormData::from_body(body) {
-        Ok(f) => f,
-        Err(e) => return form_refused(e, who.lang(), Some(&who.principal)),
+    let (id, form) = match alarm_form(&s, &who, &id, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let Some(id) = parse_id(&id) else {
-        return not_found_for(&who);
-    };
-    if !who.csrf_ok(form.get("csrf")) {
-        return csrf_refused(&s, &who, &format!("alarm/{id}"), false).await;
-    }
     let (note, cause) = (
         form.get("note").unwrap_or(""),
         form.get("cause").unwrap_or(""),
