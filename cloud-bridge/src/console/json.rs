@@ -159,6 +159,28 @@ fn body_refused(lang: Lang, body: &Result<Bytes, BytesRejection>) -> Option<Resp
     }
 }
 
+/// An alarm action's request, checked: the body within its limit, the
+/// alarm id, the session's CSRF token. Otherwise the answer to give.
+async fn checked(
+    s: &ConsoleState,
+    who: &Who,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<u64, Response> {
+    let lang = who.lang();
+    if let Some(r) = body_refused(lang, body) {
+        return Err(r);
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return Err(not_found(lang));
+    };
+    if !who.csrf_ok(csrf_header(headers)) {
+        return Err(csrf_refused(s, who, &format!("alarm/{id}"), true).await);
+    }
+    Ok(id)
+}
+
 async fn acknowledge(
     State(s): State<ConsoleState>,
     who: ApiUser,
@@ -166,16 +188,10 @@ async fn acknowledge(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let lang = who.lang();
-    if let Some(r) = body_refused(lang, &body) {
-        return r;
-    }
-    let Ok(id) = id.parse::<u64>() else {
-        return not_found(lang);
+    let id = match checked(&s, &who, &id, &headers, &body).await {
+        Ok(id) => id,
+        Err(r) => return r,
     };
-    if !who.csrf_ok(csrf_header(&headers)) {
-        return csrf_refused(&s, &who, &format!("alarm/{id}"), true).await;
-    }
     let acted = act(&s, &who, id, Action::Acknowledge).await;
     done(&s, &who, acted).await
 }
@@ -197,15 +213,10 @@ async fn close(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let lang = who.lang();
-    if let Some(r) = body_refused(lang, &body) {
-        return r;
-    }
-    let Ok(id) = id.parse::<u64>() else {
-        return not_found(lang);
+    let id = match checked(&s, &who, &id, &headers, &body).await {
+        Ok(id) => id,
+        Err(r) => return r,
     };
-    if !who.csrf_ok(csrf_header(&headers)) {
-        return csrf_refused(&s, &who, &format!("alarm/{id}"), true).await;
-    }
     let bytes = body.unwrap_or_default();
     let b: CloseBody = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
