@@ -346,7 +346,9 @@ impl Store {
                 events.get(id)?.map(|v| from_json(v.value())).transpose()
             };
             if let (Some(first), Some(last)) = (read(&first_id)?, read(&last_id)?) {
-                if last.device != last.gateway {
+                // Listed under its key: a device, or a device a gateway
+                // raised an event about (`subject`); not the gateway itself.
+                if device != last.gateway {
                     out.push(KnownDevice {
                         gateway: last.gateway,
                         device: device.clone(),
@@ -1386,6 +1388,31 @@ mod tests {
         let open = store.alarms(Some(AlarmState::Open)).unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].device, "dispenser-1");
+    }
+
+    #[test]
+    fn a_device_whose_latest_event_the_gateway_raised_about_it_is_still_a_known_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("bridge.redb")).unwrap();
+        let press = record(Lane::Alarm, 1, "button-1", 1, EventKind::ButtonPress);
+        let mut test = record(Lane::Care, 1, "gw-1", 1, EventKind::TestAlarm);
+        test.subject = Some("button-1".into());
+        store
+            .commit(vec![Op::Ingest(batch(1, vec![press, test]))], 10)
+            .unwrap();
+        let known: Vec<String> = store
+            .devices()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.device)
+            .collect();
+        assert_eq!(known, ["button-1"], "listed once, the gateway not at all");
+        let listed = store.events(Some("button-1"), 10).unwrap();
+        assert_eq!(
+            listed.len(),
+            2,
+            "the test alarm is listed under the device too"
+        );
     }
 
     #[test]
