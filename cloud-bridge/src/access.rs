@@ -764,7 +764,17 @@ impl Store {
 
     /// The unit an alarm belongs to: its resident's, else its gateway's.
     pub fn unit_of(&self, alarm: &Alarm) -> Result<Option<String>, StoreError> {
-        if let Some(r) = alarm.resident.as_deref() {
+        self.unit_for(alarm.resident.as_deref(), &alarm.gateway)
+    }
+
+    /// The unit of whatever belongs to this resident at this gateway: the
+    /// resident's (if registered), else the gateway's.
+    pub fn unit_for(
+        &self,
+        resident: Option<&str>,
+        gateway: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(r) = resident {
             if let Some(res) = self.resident(r)? {
                 return Ok(Some(res.unit));
             }
@@ -775,8 +785,7 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(t.get(alarm.gateway.as_str())?
-            .map(|v| v.value().to_string()))
+        Ok(t.get(gateway)?.map(|v| v.value().to_string()))
     }
 
     /// Whether `who` may see `alarm`: by role and unit.

@@ -851,3 +851,42 @@ async fn logging_out_ends_the_sessions_open_stream() {
     .expect("the stream closes once its session has ended");
     assert!(said.contains("event: session_ended"), "{said}");
 }
+
+/// The devices page and its JSON keep to the user's units: a device belongs
+/// to its resident's unit, else to its gateway's; names come from the
+/// register.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_devices_page_lists_only_the_users_units_devices() {
+    let c = start().await;
+    let kari = c.login("kari").await;
+    let nils = c.login("nils").await;
+    let devices = |v: &Value| -> Vec<String> {
+        let mut d: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device"].as_str().unwrap().to_string())
+            .collect();
+        d.sort();
+        d
+    };
+    let (status, v) = c.api_get(&kari, "/console/api/devices").await;
+    assert_eq!(status, StatusCode::OK);
+    // button-1 (r-1, sentrum) and button-3 (no resident, gateway in sentrum).
+    assert_eq!(devices(&v), ["button-1", "button-3"], "{v}");
+    let (_, v) = c.api_get(&nils, "/console/api/devices").await;
+    assert_eq!(devices(&v), ["fall-2"], "{v}");
+    assert_eq!(v[0]["resident_name"], "Per Nord");
+    let (status, html) = c.get_page(&kari.cookie, "/devices").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"id="device-button-1""#), "{html}");
+    assert!(!html.contains("fall-2"), "another unit's device");
+    assert!(!html.contains("<script>alert"), "names are escaped");
+    let r = c
+        .http
+        .get(c.url("/console/api/devices"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

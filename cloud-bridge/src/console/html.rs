@@ -113,8 +113,9 @@ pub fn layout(
             Lang::En => Lang::Nb,
         };
         let mut nav = format!(
-            r#"<li><a href="/">{}</a></li><li><a href="/benefits">{}</a></li>"#,
+            r#"<li><a href="/">{}</a></li><li><a href="/devices">{}</a></li><li><a href="/benefits">{}</a></li>"#,
             esc(t(lang, "nav_board")),
+            esc(t(lang, "nav_devices")),
             esc(t(lang, "nav_benefits"))
         );
         if p.is_admin() {

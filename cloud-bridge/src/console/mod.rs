@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod benefits_page;
 mod board;
+pub mod devices;
 pub mod form;
 pub mod html;
 pub mod i18n;
@@ -80,6 +81,8 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(admin::routes())
         // Benefits (/benefits, /console/api/benefits).
         .merge(benefits_page::routes())
+        // Devices (/devices, /console/api/devices).
+        .merge(devices::routes())
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
