@@ -256,10 +256,19 @@ impl FromRequestParts<ConsoleState> for ApiUser {
     ) -> Result<Self, Self::Rejection> {
         match who(parts, state).await {
             Ok(w) => Ok(ApiUser(w)),
-            Err(NoSession::Missing) => Err(json_error(
-                StatusCode::UNAUTHORIZED,
-                "not logged in, or the session has ended: log in at /login",
-            )),
+            Err(NoSession::Missing) => Err({
+                // Logged, not audited: an audit entry costs an fsync, and
+                // anyone can send requests without a session.
+                tracing::info!(
+                    path = %parts.uri.path(),
+                    cookie = parts.headers.contains_key(axum::http::header::COOKIE),
+                    "console API request without a valid session: 401"
+                );
+                json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "not logged in, or the session has ended: log in at /login",
+                )
+            }),
             Err(NoSession::Store(e)) => Err(store_failed(e, Lang::En, true)),
         }
     }
