@@ -57,6 +57,9 @@ const API_EVENT_LIMIT: usize = trygg_bridge::api::MAX_EVENT_LIMIT;
 /// full: the journal must grow then, so the fill bites (with a quiet home
 /// the journal reuses its own free pages and never notices a full disk).
 const DISK_BURST: usize = 1500;
+/// How much longer a disk fill is held while the gateway has not noticed
+/// it yet.
+const DISK_FILL_GRACE: Duration = Duration::from_secs(10);
 /// The gateway's uplink receipt timeout in chaos runs (a home's default is
 /// 15 s): stalls outlast it.
 const RECEIPT_TIMEOUT_S: u64 = 5;
@@ -775,12 +778,23 @@ async fn disk_actor(
             i + 1
         ));
         let until = Instant::now() + lasts;
+        // Until the gateway notices, more bursts (it may have been killed
+        // when the fill began, or had free pages left), and the fill is held
+        // up to DISK_FILL_GRACE longer: a fill that never bites tests nothing.
+        let hard_until = until + DISK_FILL_GRACE;
         home.burst(DISK_BURST, seed ^ (3000 + i as u64)).await;
-        while Instant::now() < until {
+        let mut noticed = false;
+        let mut more = 0u64;
+        while Instant::now() < until || (!noticed && Instant::now() < hard_until) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let health = http.get(format!("{local_base}/healthz")).send().await;
             if health.is_ok_and(|r| r.status().as_u16() == 503) {
                 ctx.tally().full_seconds_noticed += 1;
+                noticed = true;
+            } else if !noticed {
+                more += 1;
+                home.burst(DISK_BURST / 3, seed ^ (3000 + i as u64) ^ (more << 32))
+                    .await;
             }
         }
         if let Err(e) = disk.free() {
