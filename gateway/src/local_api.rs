@@ -10,6 +10,11 @@
 //! - `POST /api/v1/devices`         pair a device (201; 409 paired already; 422 invalid)
 //! - `POST /api/v1/devices/{id}/swap`  `{"new_id"}`: every setting to the replacement
 //! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
+//! - `POST /api/v1/devices/{id}/key`   `{"key"?}`: a new key (generated and shown once if none given)
+//! - `GET /api/v1/devices/pending`  unknown devices asking to join (first contact)
+//! - `POST /api/v1/devices/pending/{id}/accept`  `{"type","room","resident","supervision_s"?}`:
+//!   pair it with the key it presented (201)
+//! - `DELETE /api/v1/devices/pending/{id}`  reject it (204)
 //! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
 //!   wait for the backend's receipt (200 confirmed, 504 not yet)
 //!
@@ -47,6 +52,13 @@ pub(crate) async fn serve(
             get(show_device).delete(remove_device),
         )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
+        .route("/api/v1/devices/{id}/key", post(rekey_device))
+        .route("/api/v1/devices/pending", get(list_pending))
+        .route("/api/v1/devices/pending/{id}/accept", post(accept_pending))
+        .route(
+            "/api/v1/devices/pending/{id}",
+            axum::routing::delete(reject_pending),
+        )
         .route("/api/v1/test-alarm", post(test_alarm))
         .with_state(shared);
     let _ = axum::serve(listener, app)
@@ -180,6 +192,7 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         "room": d.room,
         "resident": d.resident,
         "supervision_s": period,
+        "has_key": d.key_hash.is_some(),
         "health": {
             "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
             "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),
@@ -216,33 +229,83 @@ async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Re
     }
 }
 
-/// Sends `change` to the journal thread and answers with `then` once it
-/// is durable.
-async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+type ChangeReply = tokio::sync::oneshot::Sender<Result<(), DeviceChangeError>>;
+
+/// Sends the command `make` builds to the journal thread and waits until
+/// it is durable; the error response otherwise (counted and logged).
+async fn ask_change(
+    s: &Shared,
+    make: impl FnOnce(ChangeReply) -> JournalCmd,
+) -> Result<(), Response> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
-    if s.ask(JournalCmd::Devices { change, reply }).await.is_none() {
-        return stopping();
+    if s.ask(make(reply)).await.is_none() {
+        return Err(stopping());
     }
     match answer.await {
-        Err(_) => stopping(),
-        Ok(Ok(())) => {
-            let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
-            let body = match device {
-                Some(d) => device_view(s, &d, &silent_now(s)),
-                None => json!({ "removed": shown }),
-            };
-            (status, Json(body)).into_response()
-        }
+        Err(_) => Err(stopping()),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(DeviceChangeError::Register(e))) => {
-            let status = match e {
-                RegisterError::AlreadyPaired(_) => StatusCode::CONFLICT,
-                RegisterError::NotFound(_) => StatusCode::NOT_FOUND,
-                RegisterError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            let (status, code) = match e {
+                RegisterError::AlreadyPaired(_) => (StatusCode::CONFLICT, "already_paired"),
+                RegisterError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                RegisterError::NotPending(_) => (StatusCode::NOT_FOUND, "not_pending"),
+                RegisterError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             };
-            error(status, e)
+            s.metrics.inc(
+                "device_register_refused_total",
+                &format!("reason=\"{code}\""),
+            );
+            tracing::warn!(error = %e, "device register request refused");
+            Err(error(status, e))
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// Sends `change` to the journal thread and answers with the device
+/// `shown` (and `key`, a generated key shown this once) once durable.
+async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+    change_with_key(s, change, shown, status, None).await
+}
+
+async fn change_with_key(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    status: StatusCode,
+    key: Option<String>,
+) -> Response {
+    if let Err(r) = ask_change(s, |reply| JournalCmd::Devices { change, reply }).await {
+        return r;
+    }
+    let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
+    let mut body = match device {
+        Some(d) => device_view(s, &d, &silent_now(s)),
+        None => json!({ "removed": shown }),
+    };
+    if let Some(k) = key {
+        body["key"] = json!(k);
+        body["key_note"] = json!("generated by the gateway and shown only this once: load it into the device (its MQTT password) now");
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The key to pair with: the one given (checked), else a new one, which
+/// is returned to be shown once.
+fn key_or_generate(given: Option<String>) -> Result<(String, Option<String>), Box<Response>> {
+    match given {
+        Some(k) => match crate::credentials::check_key(&k) {
+            Ok(()) => Ok((crate::credentials::hash_key(&k), None)),
+            Err(e) => Err(Box::new(error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`key`: {e}"),
+            ))),
+        },
+        None => {
+            let k = crate::credentials::generate_key();
+            Ok((crate::credentials::hash_key(&k), Some(k)))
+        }
     }
 }
 
@@ -257,12 +320,149 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>
 }
 
 async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let device: Device = match parse(&body) {
-        Ok(d) => d,
+    // The register entry, plus the device's `key` (hashed here, never kept).
+    let mut value: serde_json::Value = match parse(&body) {
+        Ok(v) => v,
         Err(r) => return *r,
     };
+    let key = match value.as_object_mut().map(|o| o.remove("key")) {
+        Some(Some(serde_json::Value::String(k))) => Some(k),
+        Some(Some(serde_json::Value::Null)) | Some(None) => None,
+        Some(Some(_)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "`key` must be a string"),
+        None => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request body must be a JSON object",
+            )
+        }
+    };
+    let mut device: Device = match serde_json::from_value(value) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the request body: {e}"),
+            )
+        }
+    };
+    let shown_key = match (&device.key_hash, key) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give `key` or `key_hash`, not both",
+            )
+        }
+        (Some(_), None) => None,
+        (None, key) => match key_or_generate(key) {
+            Ok((hash, shown)) => {
+                device.key_hash = Some(hash);
+                shown
+            }
+            Err(r) => return *r,
+        },
+    };
     let id = device.id.clone();
-    change(&s, Change::Add(device), &id, StatusCode::CREATED).await
+    change_with_key(&s, Change::Add(device), &id, StatusCode::CREATED, shown_key).await
+}
+
+async fn rekey_device(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Rekey {
+        key: Option<String>,
+    }
+    let ask: Rekey = if body.iter().all(u8::is_ascii_whitespace) {
+        Rekey::default()
+    } else {
+        match parse(&body) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        }
+    };
+    let (key_hash, shown) = match key_or_generate(ask.key) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    let change = Change::Rekey {
+        id: id.clone(),
+        key_hash,
+    };
+    change_with_key(&s, change, &id, StatusCode::OK, shown).await
+}
+
+async fn list_pending(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let list: Vec<_> = s
+        .gate
+        .pending_list()
+        .into_iter()
+        .map(|(id, p)| {
+            json!({
+                "device": id,
+                "first_seen_ms": p.first_seen_ms,
+                "last_seen_ms": p.last_seen_ms,
+                "attempts": p.attempts,
+            })
+        })
+        .collect();
+    Json(list)
+}
+
+async fn accept_pending(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Accept {
+        #[serde(rename = "type")]
+        device_type: crate::config::DeviceType,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        resident: Option<String>,
+        #[serde(default)]
+        supervision_s: Option<u64>,
+    }
+    let a: Accept = match parse(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let device = Device {
+        id: id.clone(),
+        device_type: a.device_type,
+        room: a.room,
+        resident: a.resident,
+        supervision_s: a.supervision_s,
+        key_hash: None,
+    };
+    if let Err(r) = ask_change(&s, |reply| JournalCmd::Accept { device, reply }).await {
+        return r;
+    }
+    s.metrics.inc("device_join_requests_accepted_total", "");
+    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
+    match device {
+        Some(d) => (
+            StatusCode::CREATED,
+            Json(device_view(&s, &d, &silent_now(&s))),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::CONFLICT,
+            format!("device `{id}` was removed meanwhile"),
+        ),
+    }
+}
+
+async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match ask_change(&s, |reply| JournalCmd::Reject { id, reply }).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
 }
 
 async fn swap_device(
@@ -274,20 +474,29 @@ async fn swap_device(
     #[serde(deny_unknown_fields)]
     struct Swap {
         new_id: String,
+        /// The replacement's key (from its label); generated if not given.
+        #[serde(default)]
+        key: Option<String>,
     }
     let swap: Swap = match parse(&body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
+    let (new_key_hash, shown) = match key_or_generate(swap.key) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
     let new_id = swap.new_id.clone();
-    change(
+    change_with_key(
         &s,
         Change::Swap {
             old,
             new_id: swap.new_id,
+            new_key_hash: Some(new_key_hash),
         },
         &new_id,
         StatusCode::OK,
+        shown,
     )
     .await
 }

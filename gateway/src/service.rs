@@ -82,6 +82,43 @@ pub(crate) struct Shared {
     /// The way to the journal thread for the local API's requests; taken
     /// away at shutdown so that the journal can close.
     pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
+    /// Who may connect to the embedded broker; the join requests.
+    pub gate: Arc<crate::device_auth::DeviceGate>,
+    /// The gateway's own credentials at the device broker.
+    pub broker_client: BrokerClient,
+    /// The broker as configured (Mosquitto's files are written from it).
+    pub local_broker: crate::config::LocalBroker,
+}
+
+/// The gateway's own client at the device broker: its username and key
+/// (kept in the data dir, generated at the first start) and the key's hash.
+#[derive(Clone)]
+pub(crate) struct BrokerClient {
+    pub username: String,
+    pub key: String,
+    pub key_hash: String,
+}
+
+/// The file in the data dir that holds the gateway's own broker key.
+pub const BROKER_KEY_FILE: &str = "device-broker-client.key";
+
+/// Reads the gateway's broker key from the data dir, or makes one (0600).
+fn broker_client(config: &Config) -> std::io::Result<BrokerClient> {
+    let path = config.data_dir.join(BROKER_KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) if crate::credentials::check_key(k.trim()).is_ok() => k.trim().to_string(),
+        Ok(_) | Err(_) => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let k = crate::credentials::generate_key();
+            crate::mosquitto::write_atomic(&path, &format!("{k}\n"))?;
+            k
+        }
+    };
+    Ok(BrokerClient {
+        username: crate::credentials::gateway_username(&config.gateway_id),
+        key_hash: crate::credentials::hash_key(&key),
+        key,
+    })
 }
 
 impl Shared {
@@ -100,6 +137,18 @@ pub(crate) enum JournalCmd {
     /// A change to the device register, answered once durable.
     Devices {
         change: Change,
+        reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// Write a join request (from the gate's memory) to the journal.
+    PendingSeen(String),
+    /// Pair a device that asked to join, with the key it presented.
+    Accept {
+        device: crate::config::Device,
+        reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// Forget a join request.
+    Reject {
+        id: String,
         reply: oneshot::Sender<Result<(), DeviceChangeError>>,
     },
     /// Raise `test_alarm` as the gateway about `subject`; answered with
@@ -189,6 +238,23 @@ pub async fn run(
             "cannot set disk space aside for alarms (is the disk full?): free some space; alarms are taken, telemetry waits on the devices until then"
         );
     }
+    let client = broker_client(&config).map_err(|e| {
+        GatewayError::Config(format!(
+            "cannot keep the gateway's broker key in {}: {e}",
+            config.data_dir.join(BROKER_KEY_FILE).display()
+        ))
+    })?;
+    let pending_at_start = journal.reader().pending_devices()?;
+    let embedded_auth =
+        config.local_broker.mode == BrokerMode::Embedded && config.local_broker.device_auth;
+    let register = Arc::new(RwLock::new(register));
+    let gate = Arc::new(crate::device_auth::DeviceGate::new(
+        register.clone(),
+        pending_at_start,
+        client.username.clone(),
+        client.key_hash.clone(),
+        embedded_auth && config.local_broker.first_contact,
+    ));
     let silent_at_start: Vec<String> = journal
         .reader()
         .silent_devices()?
@@ -205,9 +271,12 @@ pub async fn run(
         silent: Arc::new(Mutex::new(silent_at_start.clone())),
         disk_full: (!reserved).into(),
         alarms_committed: 0.into(),
-        register: Arc::new(RwLock::new(register)),
+        register,
         last_seen: Mutex::new(HashMap::new()),
         admin: Mutex::new(None),
+        gate,
+        broker_client: client,
+        local_broker: config.local_broker.clone(),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -257,8 +326,21 @@ pub async fn run(
                 tls: false,
             }
         }
-        BrokerMode::External => MqttUrl::parse(&config.local_broker.url)
-            .map_err(|e| GatewayError::Config(e.to_string()))?,
+        BrokerMode::External => {
+            if config.local_broker.manages_mosquitto() {
+                let s = shared.clone();
+                tokio::task::spawn_blocking(move || sync_mosquitto(&s))
+                    .await
+                    .expect("mosquitto sync task");
+            } else {
+                tracing::warn!(
+                    url = %config.local_broker.url,
+                    "the gateway does not manage this broker's device credentials (no local_broker.mosquitto_password_file): unless the broker checks them itself, anyone who reaches it can send events as any device"
+                );
+            }
+            MqttUrl::parse(&config.local_broker.url)
+                .map_err(|e| GatewayError::Config(e.to_string()))?
+        }
     };
 
     let cancel = CancellationToken::new();
@@ -270,6 +352,12 @@ pub async fn run(
         device_broker.host.clone(),
         device_broker.port,
     );
+    if config.local_broker.manages_mosquitto() {
+        opts.set_credentials(
+            shared.broker_client.username.clone(),
+            shared.broker_client.key.clone(),
+        );
+    }
     opts.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(10))
@@ -564,6 +652,46 @@ fn journal_loop(
                     // were classified against the register before it.
                     let _ = reply.send(change_devices(&mut journal, shared, &change));
                 }
+                JournalCmd::PendingSeen(id) => {
+                    if let Some(request) = shared.gate.pending_get(&id) {
+                        if let Err(e) = journal.write_pending(&id, Some(&request)) {
+                            tracing::warn!(device = %id, error = %e, "cannot record the join request in the journal; it is kept in memory");
+                        }
+                    }
+                }
+                JournalCmd::Accept { mut device, reply } => {
+                    let result = match shared.gate.pending_get(&device.id) {
+                        None => Err(RegisterError::NotPending(device.id.clone()).into()),
+                        Some(request) => {
+                            device.key_hash = Some(request.key_hash);
+                            let r =
+                                change_devices(&mut journal, shared, &Change::Add(device.clone()));
+                            if r.is_ok() {
+                                shared.gate.pending_remove(&device.id);
+                                tracing::info!(device = %device.id, "join request accepted: the device is paired with the key it presented; its events are taken from now on");
+                            }
+                            r
+                        }
+                    };
+                    let _ = reply.send(result);
+                }
+                JournalCmd::Reject { id, reply } => {
+                    let result = if shared.gate.is_pending(&id) {
+                        journal
+                            .write_pending(&id, None)
+                            .map(|()| {
+                                shared.gate.pending_remove(&id);
+                                shared
+                                    .metrics
+                                    .inc("device_join_requests_rejected_total", "");
+                                tracing::info!(device = %id, "join request rejected");
+                            })
+                            .map_err(DeviceChangeError::from)
+                    } else {
+                        Err(RegisterError::NotPending(id).into())
+                    };
+                    let _ = reply.send(result);
+                }
                 JournalCmd::TestAlarm { subject, reply } => {
                     let place =
                         subject.as_deref().map(|id| {
@@ -610,6 +738,20 @@ fn journal_loop(
                 }
                 JournalCmd::Device(p) => {
                     let topic = p.topic.clone();
+                    // A device asking to join: nothing it sends is taken
+                    // (no receipt either, so it keeps its events) until a
+                    // technician accepts it.
+                    if let Some(t) = topic::DeviceTopic::parse(&topic) {
+                        let id = t.device_id();
+                        if shared.gate.is_pending(id)
+                            && shared.register.read().is_ok_and(|r| r.get(id).is_none())
+                        {
+                            metrics.inc("device_messages_pending_total", "");
+                            tracing::debug!(device = %id, "message from a device asking to join: not taken until it is accepted");
+                            plans.push((p, Plan::Nothing));
+                            continue;
+                        }
+                    }
                     let incoming = {
                         let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
                         classify(&topic, &p.payload, &register)
@@ -829,13 +971,44 @@ fn change_devices(
         .apply(&writes);
     match change {
         Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
-        Change::Swap { old, new_id } => {
-            tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement; the old id is refused from now on")
+        Change::Swap { old, new_id, .. } => {
+            tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement, which has its own key; the old id is refused from now on")
+        }
+        Change::Rekey { id, .. } => {
+            tracing::info!(device = %id, "device given a new key: the old key no longer connects")
         }
         Change::Remove(id) => tracing::info!(device = %id, "device removed from the register"),
     }
     shared.metrics.inc("device_register_changes_total", "");
+    if shared.local_broker.manages_mosquitto() {
+        sync_mosquitto(shared);
+    }
     Ok(())
+}
+
+/// Writes Mosquitto's password and ACL files from the register and makes
+/// it reload them; a failure is logged and counted (the register change
+/// stands, and the next change or restart writes the files again).
+fn sync_mosquitto(shared: &Shared) {
+    let register = shared
+        .register
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let c = &shared.broker_client;
+    match crate::mosquitto::sync(&shared.local_broker, &c.username, &c.key_hash, &register) {
+        Ok(()) => {
+            shared.metrics.inc("mosquitto_files_written_total", "");
+            tracing::info!(
+                devices = register.len(),
+                "Mosquitto's password and ACL files written and reload requested"
+            );
+        }
+        Err(e) => {
+            shared.metrics.inc("mosquitto_sync_failures_total", "");
+            tracing::error!(error = %e, "MOSQUITTO'S DEVICE CREDENTIALS ARE NOT UP TO DATE: the last register change does not hold at the broker until this is fixed (it is retried at the next change or restart)");
+        }
+    }
 }
 
 /// The journal's timer: retake the disk reserve after a full disk, and
