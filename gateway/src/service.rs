@@ -296,12 +296,24 @@ pub async fn run(
 
     let device_broker = match config.local_broker.mode {
         BrokerMode::Embedded => {
-            if !config.local_broker.listen.ip().is_loopback() {
+            let (authenticator, authorizer) = if embedded_auth {
+                let (a, z) = embedded_access(Arc::downgrade(&shared));
+                (Some(a), Some(z))
+            } else {
+                // Config validation refused this beyond loopback unless
+                // explicitly forced.
+                let beyond = !config.local_broker.listen.ip().is_loopback();
                 tracing::warn!(
                     listen = %config.local_broker.listen,
-                    "THE EMBEDDED BROKER HAS NO DEVICE AUTHENTICATION and listens beyond loopback: anyone on this network can send events"
+                    "THE EMBEDDED BROKER CHECKS NO DEVICE KEYS (local_broker.device_auth = false, for development only): {}",
+                    if beyond {
+                        "it listens beyond loopback, so anyone on this network can send events as any device"
+                    } else {
+                        "any program on this machine can send events as any device"
+                    }
                 );
-            }
+                (None, None)
+            };
             let settings = BrokerSettings {
                 listen: config.local_broker.listen,
                 version: MqttVersion::V4,
@@ -311,8 +323,8 @@ pub async fn run(
                 log_segment_bytes: BrokerSettings::SMALL_LOG.0,
                 log_segments: BrokerSettings::SMALL_LOG.1,
                 tls_config: None,
-                authenticator: None,
-                authorizer: None,
+                authenticator,
+                authorizer,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
@@ -355,7 +367,7 @@ pub async fn run(
         device_broker.host.clone(),
         device_broker.port,
     );
-    if config.local_broker.manages_mosquitto() {
+    if embedded_auth || config.local_broker.manages_mosquitto() {
         opts.set_credentials(
             shared.broker_client.username.clone(),
             shared.broker_client.key.clone(),
@@ -972,6 +984,13 @@ fn change_devices(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .apply(&writes);
+    // A device paired is no longer asking to join (the journal dropped
+    // its request in the same transaction).
+    for (id, d) in &writes {
+        if d.is_some() {
+            shared.gate.pending_remove(id);
+        }
+    }
     match change {
         Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
         Change::Swap { old, new_id, .. } => {
@@ -987,6 +1006,79 @@ fn change_devices(
         sync_mosquitto(shared);
     }
     Ok(())
+}
+
+/// The embedded broker's authenticator and authorizer, backed by the
+/// gate. They hold the gateway weakly: rumqttd outlives a gateway stopped
+/// in-process, and refuses everyone once it is gone.
+fn embedded_access(
+    shared: std::sync::Weak<Shared>,
+) -> (
+    trygg_uplink::broker::Authenticator,
+    trygg_uplink::broker::Authorizer,
+) {
+    use crate::device_auth::Verdict;
+    let weak = shared.clone();
+    let authenticate = move |client_id: &str, username: &str, password: &str| -> bool {
+        let Some(s) = weak.upgrade() else {
+            return false;
+        };
+        let send = |cmd: JournalCmd| {
+            let tx = s.admin.lock().ok().and_then(|a| a.clone());
+            if let Some(tx) = tx {
+                let _ = tx.try_send(cmd);
+            }
+        };
+        match s.gate.authenticate(client_id, username, password, now_ms()) {
+            Verdict::Gateway | Verdict::Device => true,
+            Verdict::Pending { write } => {
+                if write {
+                    s.metrics.inc("device_join_requests_total", "");
+                    tracing::warn!(device = %username, "an unknown device is asking to join (first contact): it may connect, but nothing it sends is taken until a technician accepts it (`trygg-gateway device pending`, then `device accept` or `device reject`)");
+                    send(JournalCmd::PendingSeen(username.to_string()));
+                }
+                true
+            }
+            Verdict::Refused {
+                code,
+                reason,
+                raise,
+            } => {
+                s.metrics.inc(
+                    "device_connects_refused_total",
+                    &format!("reason=\"{code}\""),
+                );
+                tracing::warn!(client_id = %client_id.chars().take(80).collect::<String>(), code, "device connection refused: {reason}");
+                if let Some(event) = raise {
+                    s.metrics.inc("device_auth_failed_raised_total", "");
+                    tracing::error!(device = %username, "repeated wrong keys for a paired device (possible attack): raising device_auth_failed at the backend");
+                    send(JournalCmd::Raised(Raised::Events(vec![event])));
+                }
+                false
+            }
+        }
+    };
+    let authorize = move |r: &trygg_uplink::broker::AccessRequest| -> bool {
+        let Some(s) = shared.upgrade() else {
+            return false;
+        };
+        let access = match r.access {
+            trygg_uplink::broker::Access::Publish => crate::credentials::Access::Publish,
+            trygg_uplink::broker::Access::Subscribe => crate::credentials::Access::Subscribe,
+        };
+        let ok = s.gate.authorize(r.username, access, r.topic);
+        if !ok {
+            s.metrics.inc("device_access_refused_total", "");
+            tracing::warn!(
+                client_id = %r.client_id.chars().take(80).collect::<String>(),
+                topic = %r.topic.chars().take(128).collect::<String>(),
+                access = ?access,
+                "device refused a topic that is not its own (or it is no longer paired): its connection is closed"
+            );
+        }
+        ok
+    };
+    (Arc::new(authenticate), Arc::new(authorize))
 }
 
 /// Writes Mosquitto's password and ACL files from the register and makes

@@ -286,6 +286,8 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     gw.journal.drop_report_s = 1;
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_api));
     gw.devices = devices.clone();
+    // Each simulated device connects with its own key (this process's).
+    crate::keys::with_keys(&mut gw.devices);
     let device_broker = MqttUrl {
         host: "127.0.0.1".into(),
         port: device_port,
