@@ -396,6 +396,77 @@ impl Mosquitto {
     }
 }
 
+/// Where a Mosquitto that checks device credentials reads them, for the
+/// gateway's `[local_broker] mosquitto_*` settings.
+pub struct MosquittoAuth {
+    pub password_file: PathBuf,
+    pub acl_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Mosquitto {
+    /// A Mosquitto as a gateway on a Pi runs it: no anonymous clients, the
+    /// password and ACL files the gateway writes (empty until it does), and
+    /// a pid file for the gateway's SIGHUP.
+    pub fn start_with_auth() -> Result<(Mosquitto, MosquittoAuth), String> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("mosquitto is not installed: run `sudo apt-get install -y mosquitto` (scripts/test does)")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let auth = MosquittoAuth {
+            password_file: dir.path().join("trygg.passwd"),
+            acl_file: dir.path().join("trygg.acl"),
+            pid_file: dir.path().join("mosquitto.pid"),
+        };
+        for f in [&auth.password_file, &auth.acl_file] {
+            std::fs::write(f, "").map_err(|e| e.to_string())?;
+        }
+        let addr = free_addr();
+        let conf = dir.path().join("mosquitto.conf");
+        // `user`: Mosquitto re-reads the files on SIGHUP as the user it runs
+        // as, and they are private to the gateway's user (this test's).
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {user}\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n",
+                addr.port(),
+                auth.password_file.display(),
+                auth.acl_file.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
+        std::fs::write(&auth.pid_file, format!("{}\n", child.id())).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("mosquitto did not listen on {addr} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok((
+            Mosquitto {
+                child,
+                url: MqttUrl {
+                    host: "127.0.0.1".into(),
+                    port: addr.port(),
+                    tls: false,
+                },
+                _dir: dir,
+            },
+            auth,
+        ))
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
