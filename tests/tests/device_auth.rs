@@ -39,7 +39,11 @@ async fn connection_closed(dev: &RawDevice, id: &str) {
 
 /// Connects as `id` with its key and subscribes to `filter`; whether the
 /// broker closed the connection within 5 s.
-async fn subscribe_is_refused(broker: &trygg_uplink::mqtt_url::MqttUrl, id: &str, filter: &str) -> bool {
+async fn subscribe_is_refused(
+    broker: &trygg_uplink::mqtt_url::MqttUrl,
+    id: &str,
+    filter: &str,
+) -> bool {
     use rumqttc::{Event, MqttOptions, Packet, QoS};
     let mut opts = MqttOptions::new(id, broker.host.clone(), broker.port);
     opts.set_credentials(id, device_key(id));
@@ -76,7 +80,13 @@ async fn embedded_broker_a_device_cannot_publish_or_listen_to_another_devices_to
     dev.publish_as("button-1", "trygg/v1/dev/fall-1/evt", evt(77, "fall"))
         .await;
     connection_closed(&dev, "button-1").await;
-    assert!(gateway.local_api.metric("device_access_refused_total", "").await >= 1.0);
+    assert!(
+        gateway
+            .local_api
+            .metric("device_access_refused_total", "")
+            .await
+            >= 1.0
+    );
 
     // Reading another device's receipts, or everyone's: refused too.
     assert!(subscribe_is_refused(&broker, "door-1", "trygg/v1/dev/fall-1/ack").await);
@@ -85,7 +95,8 @@ async fn embedded_broker_a_device_cannot_publish_or_listen_to_another_devices_to
     assert!(!subscribe_is_refused(&broker, "door-1", "trygg/v1/dev/door-1/ack").await);
 
     // fall-1 itself is served, and the forged event never got anywhere.
-    dev.publish("trygg/v1/dev/fall-1/evt", evt(78, "fall")).await;
+    dev.publish("trygg/v1/dev/fall-1/evt", evt(78, "fall"))
+        .await;
     assert_eq!(
         dev.receipt_on("trygg/v1/dev/fall-1/ack").await["status"],
         "committed"
@@ -212,35 +223,62 @@ async fn a_device_paired_through_the_cli_connects_and_its_alarm_reaches_the_back
     // With the key from its label.
     let key = device_key("button-5");
     let (ok, out, err) = cli(&[
-        "device", "add", "button-5", "--type", "safety_button", "--room", "hall",
-        "--resident", "r-0005", "--key", &key, "--api", &api,
+        "device",
+        "add",
+        "button-5",
+        "--type",
+        "safety_button",
+        "--room",
+        "hall",
+        "--resident",
+        "r-0005",
+        "--key",
+        &key,
+        "--api",
+        &api,
     ])
     .await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("paired button-5"), "{out}");
     assert!(!out.contains(&key), "a key given is not printed: {out}");
     let button = trygg_sim::device::spawn_device("button-5", &broker, None);
-    let seq = button.press_button().await.expect("the press raised an alarm");
+    let seq = button
+        .press_button()
+        .await
+        .expect("the press raised an alarm");
     let (status, _) = button
         .wait_receipt(seq, Duration::from_secs(15))
         .await
         .expect("a receipt for the alarm");
     assert_eq!(status, trygg_protocol::ReceiptStatus::Committed);
-    let alarm = eventually(Duration::from_secs(15), "button-5's alarm open at the backend", || {
-        let api = backend.api.clone();
-        async move {
-            api.alarms("open")
-                .await
-                .into_iter()
-                .find(|a| a["device"] == "button-5")
-        }
-    })
+    let alarm = eventually(
+        Duration::from_secs(15),
+        "button-5's alarm open at the backend",
+        || {
+            let api = backend.api.clone();
+            async move {
+                api.alarms("open")
+                    .await
+                    .into_iter()
+                    .find(|a| a["device"] == "button-5")
+            }
+        },
+    )
     .await;
-    assert_eq!((&alarm["room"], &alarm["kind"]), (&json!("hall"), &json!("button_press")));
+    assert_eq!(
+        (&alarm["room"], &alarm["kind"]),
+        (&json!("hall"), &json!("button_press"))
+    );
 
     // Without one: the gateway makes one and prints it once; it works.
     let (ok, out, err) = cli(&[
-        "device", "add", "cord-9", "--type", "pull_cord", "--api", &api,
+        "device",
+        "add",
+        "cord-9",
+        "--type",
+        "pull_cord",
+        "--api",
+        &api,
     ])
     .await;
     assert!(ok, "{out}{err}");
@@ -253,17 +291,29 @@ async fn a_device_paired_through_the_cli_connects_and_its_alarm_reaches_the_back
     assert_eq!(printed.len(), 32, "{out}");
     let mut dev = RawDevice::connect(&broker).await;
     dev.set_key("cord-9", &printed);
-    dev.publish("trygg/v1/dev/cord-9/evt", evt(1, "pull_cord")).await;
+    dev.publish("trygg/v1/dev/cord-9/evt", evt(1, "pull_cord"))
+        .await;
     assert_eq!(
         dev.receipt_on("trygg/v1/dev/cord-9/ack").await["status"],
         "committed"
     );
     // `device show` says it has a key, never which.
     let (ok, out, _) = cli(&["device", "show", "cord-9", "--api", &api]).await;
-    assert!(ok && out.contains("key") && out.contains("set") && !out.contains(&printed), "{out}");
+    assert!(
+        ok && out.contains("key") && out.contains("set") && !out.contains(&printed),
+        "{out}"
+    );
     // A short key is refused with what to do.
     let (ok, _, err) = cli(&[
-        "device", "add", "cord-10", "--type", "pull_cord", "--key", "1234", "--api", &api,
+        "device",
+        "add",
+        "cord-10",
+        "--type",
+        "pull_cord",
+        "--key",
+        "1234",
+        "--api",
+        &api,
     ])
     .await;
     assert!(!ok);
@@ -290,7 +340,10 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
     // A new button, never paired, raises an alarm: it may connect, but the
     // alarm is not taken (no receipt: the button keeps it).
     let button = trygg_sim::device::spawn_device("button-new", &broker, None);
-    let seq = button.press_button().await.expect("the press raised an alarm");
+    let seq = button
+        .press_button()
+        .await
+        .expect("the press raised an alarm");
     let pending = eventually(Duration::from_secs(10), "button-new asking to join", || {
         let a = gateway.local_api.clone();
         async move {
@@ -301,16 +354,20 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
     })
     .await;
     assert!(pending["attempts"].as_u64().unwrap() >= 1, "{pending}");
-    assert!(pending["first_seen_ms"].as_u64().unwrap() <= pending["last_seen_ms"].as_u64().unwrap());
-    assert!(button.wait_receipt(seq, Duration::from_secs(3)).await.is_none(), "a receipt before it was accepted");
+    assert!(
+        pending["first_seen_ms"].as_u64().unwrap() <= pending["last_seen_ms"].as_u64().unwrap()
+    );
+    assert!(
+        button
+            .wait_receipt(seq, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "a receipt before it was accepted"
+    );
     assert!(!at_backend(&backend.api, "button-new", seq, Duration::from_millis(500)).await);
     let (ok, out, err) = cli(&["device", "pending", "--api", &api]).await;
     assert!(ok && out.contains("button-new"), "{out}{err}");
 
-    // It is confined to its own topics like any device.
-    let other = RawDevice::connect(&broker).await;
-    other.publish_as("button-new", "trygg/v1/dev/button-1/evt", evt(5, "button_press")).await;
-    connection_closed(&other, "button-new").await;
     // And someone else presenting another key for its id is refused.
     let mut thief = RawDevice::connect(&broker).await;
     thief.set_key("button-new", "another-key-0123456789");
@@ -319,8 +376,17 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
     // Accepted by the technician: paired with the key it presented, and
     // the alarm it kept arrives.
     let (ok, out, err) = cli(&[
-        "device", "accept", "button-new", "--type", "safety_button", "--room", "hall",
-        "--resident", "r-0007", "--api", &api,
+        "device",
+        "accept",
+        "button-new",
+        "--type",
+        "safety_button",
+        "--room",
+        "hall",
+        "--resident",
+        "r-0007",
+        "--api",
+        &api,
     ])
     .await;
     assert!(ok, "{out}{err}");
@@ -330,15 +396,19 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
         .await
         .expect("the kept alarm receipted after accept");
     assert_eq!(status, trygg_protocol::ReceiptStatus::Committed);
-    let alarm = eventually(Duration::from_secs(15), "button-new's alarm at the backend", || {
-        let api = backend.api.clone();
-        async move {
-            api.alarms("open")
-                .await
-                .into_iter()
-                .find(|a| a["device"] == "button-new")
-        }
-    })
+    let alarm = eventually(
+        Duration::from_secs(15),
+        "button-new's alarm at the backend",
+        || {
+            let api = backend.api.clone();
+            async move {
+                api.alarms("open")
+                    .await
+                    .into_iter()
+                    .find(|a| a["device"] == "button-new")
+            }
+        },
+    )
     .await;
     assert_eq!(alarm["room"], "hall");
     let list = gateway.local_api.get("/api/v1/devices/pending").await;
@@ -349,14 +419,26 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
     // Accepting it again, or one not asking: refused with a clear message.
     let (status, body) = gateway
         .local_api
-        .post("/api/v1/devices/pending/button-new/accept", json!({"type": "safety_button"}))
+        .post(
+            "/api/v1/devices/pending/button-new/accept",
+            json!({"type": "safety_button"}),
+        )
         .await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("not asking to join"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not asking to join"),
+        "{body}"
+    );
 
     // Another unknown device asks, and is rejected.
     let stranger = RawDevice::connect(&broker).await;
-    stranger.connect_as("stranger-2").await.expect("first contact lets it connect");
+    stranger
+        .connect_as("stranger-2")
+        .await
+        .expect("first contact lets it connect");
     let http = reqwest::Client::new();
     let url = format!("http://{api}/api/v1/devices/pending/stranger-2");
     eventually(Duration::from_secs(10), "stranger-2 asking to join", || {
@@ -369,13 +451,26 @@ async fn first_contact_an_unknown_device_waits_to_join_and_its_kept_alarm_arrive
         }
     })
     .await;
+    // Asking to join, it is confined to its own topics like any device.
+    stranger
+        .publish_as(
+            "stranger-2",
+            "trygg/v1/dev/button-1/evt",
+            evt(555, "button_press"),
+        )
+        .await;
+    connection_closed(&stranger, "stranger-2").await;
+    assert!(!at_backend(&backend.api, "button-1", 555, Duration::from_secs(2)).await);
     let r = http.delete(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
     let r = http.delete(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let list: Value = gateway.local_api.get("/api/v1/devices/pending").await;
     assert!(
-        list.as_array().unwrap().iter().all(|p| p["device"] != "stranger-2"),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["device"] != "stranger-2"),
         "{list}"
     );
     gateway.stop.cancel();
@@ -415,7 +510,8 @@ async fn mosquitto_a_device_cannot_publish_to_another_devices_topic_and_pairing_
         dev.receipt_on("trygg/v1/dev/button-1/ack").await["status"],
         "committed"
     );
-    dev.publish("trygg/v1/dev/fall-1/evt", evt(78, "fall")).await;
+    dev.publish("trygg/v1/dev/fall-1/evt", evt(78, "fall"))
+        .await;
     assert_eq!(
         dev.receipt_on("trygg/v1/dev/fall-1/ack").await["status"],
         "committed"
@@ -445,10 +541,14 @@ async fn mosquitto_a_device_cannot_publish_to_another_devices_topic_and_pairing_
         .await;
     assert_eq!(status, 201, "{body}");
     let new = RawDevice::connect(&broker).await;
-    eventually(Duration::from_secs(10), "button-9 connecting to Mosquitto", || {
-        let new = &new;
-        async move { new.connect_as("button-9").await.ok() }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "button-9 connecting to Mosquitto",
+        || {
+            let new = &new;
+            async move { new.connect_as("button-9").await.ok() }
+        },
+    )
     .await;
     new.publish("trygg/v1/dev/button-9/evt", evt(1, "button_press"))
         .await;
@@ -456,14 +556,20 @@ async fn mosquitto_a_device_cannot_publish_to_another_devices_topic_and_pairing_
 
     // Removed: Mosquitto drops its connection on reload, and refuses it.
     let r = reqwest::Client::new()
-        .delete(format!("{}/api/v1/devices/button-9", gateway.local_api.base))
+        .delete(format!(
+            "{}/api/v1/devices/button-9",
+            gateway.local_api.base
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     connection_closed(&new, "button-9").await;
     let again = RawDevice::connect(&broker).await;
-    assert!(again.connect_as("button-9").await.is_err(), "a removed device connected");
+    assert!(
+        again.connect_as("button-9").await.is_err(),
+        "a removed device connected"
+    );
     let acl = std::fs::read_to_string(&auth.acl_file).unwrap();
     assert!(!acl.contains("button-9"), "{acl}");
     gateway.stop.cancel();
