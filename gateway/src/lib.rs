@@ -26,6 +26,8 @@ mod local_api;
 pub mod local_io;
 pub mod mosquitto;
 pub mod register;
+mod remote_config;
+pub mod seal;
 mod service;
 pub mod supervision;
 pub mod uplink;

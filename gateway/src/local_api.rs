@@ -439,6 +439,8 @@ async fn accept_pending(
         resident: a.resident,
         supervision_s: a.supervision_s,
         key_hash: None,
+        heartbeat_s: None,
+        pre_alarm_s: None,
     };
     if let Err(r) = ask_change(&s, |reply| JournalCmd::Accept { device, reply }).await {
         return r;

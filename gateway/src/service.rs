@@ -20,7 +20,7 @@ use trygg_uplink::{contract, SeqRange, UplinkReceipt};
 
 use crate::config::{BrokerMode, Config};
 use crate::ingest::{classify, Incoming};
-use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome, SetAside};
 use crate::register::{Change, Register, RegisterError};
 use crate::supervision::{supervise, Raised, Supervisor};
 use crate::uplink::UplinkState;
@@ -48,6 +48,8 @@ pub enum GatewayError {
         "the journal stopped unexpectedly (see the log); nothing uncommitted was acknowledged"
     )]
     JournalStopped,
+    #[error("encryption at rest: {0}")]
+    Key(#[from] crate::seal::KeyError),
 }
 
 /// Where a started gateway can be reached.
@@ -88,6 +90,20 @@ pub(crate) struct Shared {
     pub broker_client: BrokerClient,
     /// The broker as configured (Mosquitto's files are written from it).
     pub local_broker: crate::config::LocalBroker,
+    /// The heartbeat to the backend, seconds (the config's, or the
+    /// backend's pushed settings).
+    pub heartbeat_s: std::sync::atomic::AtomicU64,
+    /// Devices whose `cfg` is to be (re)published to them, retained.
+    pub device_cfg: Mutex<Option<mpsc::UnboundedSender<String>>>,
+}
+
+impl Shared {
+    /// Asks for `id`'s settings to be published to it (if it has any).
+    pub fn publish_cfg(&self, id: &str) {
+        if let Some(tx) = self.device_cfg.lock().ok().and_then(|t| t.clone()) {
+            let _ = tx.send(id.to_string());
+        }
+    }
 }
 
 /// The gateway's own client at the device broker: its username and key
@@ -151,6 +167,12 @@ pub(crate) enum JournalCmd {
         id: String,
         reply: oneshot::Sender<Result<(), DeviceChangeError>>,
     },
+    /// A settings version from the backend (or why it could not be read):
+    /// applied durably or refused; answered with what to tell the backend.
+    RemoteConfig {
+        push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+        reply: oneshot::Sender<trygg_uplink::remote_config::ConfigResult>,
+    },
     /// Raise `test_alarm` as the gateway about `subject`; answered with
     /// where it was committed.
     TestAlarm {
@@ -186,6 +208,88 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens the journal sealed with this gateway's data key (`crate::seal`).
+///
+/// A gateway that will not start loses every alarm to come, so a journal
+/// that cannot be read with the key at hand (the data key file lost or
+/// damaged, or sealed under another key-encryption key) is set aside with
+/// its key file, loudly, and a fresh one is started, as for a damaged file.
+/// Only a key-encryption key that cannot be had at all stops the start:
+/// that is an installation fault, found at install.
+pub(crate) fn open_journal(config: &Config) -> Result<(Journal, Option<SetAside>), GatewayError> {
+    use crate::seal::{data_key, KeyError, Sealer};
+    let source = config.key_source()?;
+    if let Some(kek_file) = source.file() {
+        if crate::seal::same_filesystem(kek_file, &config.data_dir) {
+            tracing::warn!(
+                kek = %kek_file.display(),
+                "the key-encryption key is a file on the same disk as the journal: a copied journal cannot be read, but a stolen SD card can. On a Raspberry Pi 4/5 keep it in the SoC's OTP memory: [encryption] key_source = \"command:rpi-otp-private-key\" (docs/operations.md)"
+            );
+        }
+    }
+    let kek = source.kek(true)?;
+    let key_path = config.data_key_path();
+    let path = config.journal_path();
+    let mut set_aside: Option<SetAside> = None;
+    let set_aside_now = |why: String| -> Result<SetAside, GatewayError> {
+        let stamp = now_ms();
+        let aside = path.with_extension(format!("redb.unreadable-{stamp}"));
+        let io = |e| GatewayError::Journal(JournalError::Storage(redb::StorageError::Io(e).into()));
+        if path.exists() {
+            std::fs::rename(&path, &aside).map_err(io)?;
+        }
+        if key_path.exists() {
+            std::fs::rename(
+                &key_path,
+                key_path.with_extension(format!("key.unreadable-{stamp}")),
+            )
+            .map_err(io)?;
+        }
+        tracing::error!(
+            set_aside = %aside.display(),
+            reason = %why,
+            "THE JOURNAL CANNOT BE READ WITH THIS GATEWAY'S KEY: it was set aside and a fresh journal started. Events it held that the backend had not receipted are not sent. Restore the key (journal.key and the key-encryption key) to read it."
+        );
+        Ok(SetAside {
+            path: aside,
+            reason: why,
+        })
+    };
+    if !key_path.exists() && path.exists() {
+        // A journal without its key: sealed under a key now lost, or one
+        // from before encryption at rest (which opens plain, and is sealed
+        // from now on). The key check in the journal tells them apart.
+        tracing::info!(key = %key_path.display(), "no data key yet: making one");
+    }
+    let key = match data_key(&key_path, &kek) {
+        Ok((key, made)) => {
+            if made {
+                tracing::info!(key = %key_path.display(), "made this gateway's data key (sealed with the key-encryption key)");
+            }
+            key
+        }
+        Err(e @ KeyError::Unseal { .. }) => {
+            set_aside = Some(set_aside_now(e.to_string())?);
+            data_key(&key_path, &kek)?.0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sealer = Arc::new(Sealer::new(&key));
+    match Journal::open_or_set_aside_sealed(&path, sealer.clone()) {
+        Ok((j, aside)) => Ok((j, aside.or(set_aside))),
+        Err(JournalError::KeyMismatch) => {
+            // Sealed under a data key that is gone: a new key, a new journal.
+            let aside = set_aside_now(
+                "the journal was sealed with a data key that is not this gateway's".into(),
+            )?;
+            let (key, _) = data_key(&key_path, &kek)?;
+            let (j, _) = Journal::open_or_set_aside_sealed(&path, Arc::new(Sealer::new(&key)))?;
+            Ok((j, Some(aside)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -200,22 +304,34 @@ pub async fn run(
         MqttUrl::parse(&config.uplink.url).map_err(|e| GatewayError::Config(e.to_string()))?;
     let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
 
-    let path = config.journal_path();
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
     let seed = config.devices.clone();
+    let journal_config = config.clone();
     let (journal, set_aside, reserved, (devices, seeded)) =
         tokio::task::spawn_blocking(move || {
-            let (mut j, aside) = Journal::open_or_set_aside(&path)?;
+            let (mut j, aside) = open_journal(&journal_config)?;
             j.set_policy(policy);
             let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
             let devices = j.devices_or_seed(&seed)?;
-            Ok::<_, JournalError>((j, aside, reserved, devices))
+            Ok::<_, GatewayError>((j, aside, reserved, devices))
         })
         .await
         .expect("journal open task")?;
     let mut register = Register::empty(&config);
     register.extend(devices);
+    // Settings the backend pushed win over the config's.
+    let mut heartbeat_s = config.uplink.heartbeat_s;
+    if let Some(remote) = journal.reader().remote_config()? {
+        register.set_periods(&crate::remote_config::periods_of(&remote));
+        if let Some(h) = remote.settings.heartbeat_s {
+            heartbeat_s = h;
+        }
+        tracing::info!(
+            version = remote.applied_version,
+            "settings pushed by the backend applied over the config"
+        );
+    }
     if seeded {
         tracing::info!(
             devices = register.len(),
@@ -277,6 +393,8 @@ pub async fn run(
         gate,
         broker_client: client,
         local_broker: config.local_broker.clone(),
+        heartbeat_s: heartbeat_s.into(),
+        device_cfg: Mutex::new(None),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -379,6 +497,36 @@ pub async fn run(
         .set_max_packet_size(1024 * 1024, 64 * 1024)
         .set_inflight(1000);
     let (local, mut local_loop) = AsyncClient::new(opts, 10_000);
+    // Device settings (`cfg`, retained) as the register says, to the devices
+    // named on this channel; all of them at every connect.
+    let (cfg_tx, mut cfg_rx) = mpsc::unbounded_channel::<String>();
+    if let Ok(mut slot) = shared.device_cfg.lock() {
+        *slot = Some(cfg_tx);
+    }
+    {
+        let local = local.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(id) = cfg_rx.recv().await {
+                let payload = shared
+                    .register
+                    .read()
+                    .ok()
+                    .and_then(|r| r.get(&id).and_then(|d| d.cfg_payload()));
+                if let Some(payload) = payload {
+                    let topic = topic::device_topic(&id, "cfg");
+                    if local
+                        .publish(topic.as_str(), QoS::AtLeastOnce, true, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    tracing::debug!(device = %id, "device settings published");
+                }
+            }
+        });
+    }
     // Receipts and acks are small writes: without TCP_NODELAY, Nagle holds
     // each second one back for the peer's delayed ACK (40 ms on Linux).
     local_loop.network_options.set_tcp_nodelay(true);
@@ -540,6 +688,16 @@ pub async fn run(
                         );
                         for filter in [topic::EVENTS_FILTER, topic::HEARTBEATS_FILTER] {
                             let _ = local.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                        // The embedded broker forgets retained settings
+                        // when it restarts with the gateway: say them again.
+                        let ids: Vec<String> = shared
+                            .register
+                            .read()
+                            .map(|r| r.devices().map(|d| d.id.clone()).collect())
+                            .unwrap_or_default();
+                        for id in ids {
+                            shared.publish_cfg(&id);
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.cancel(),
@@ -706,6 +864,9 @@ fn journal_loop(
                         Err(RegisterError::NotPending(id).into())
                     };
                     let _ = reply.send(result);
+                }
+                JournalCmd::RemoteConfig { push, reply } => {
+                    let _ = reply.send(remote_config(&mut journal, shared, push));
                 }
                 JournalCmd::TestAlarm { subject, reply } => {
                     let place =
@@ -992,8 +1153,12 @@ fn change_devices(
         }
     }
     match change {
-        Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
+        Change::Add(d) => {
+            shared.publish_cfg(&d.id);
+            tracing::info!(device = %d.id, kind = ?d.device_type, "device paired")
+        }
         Change::Swap { old, new_id, .. } => {
+            shared.publish_cfg(new_id);
             tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement, which has its own key; the old id is refused from now on")
         }
         Change::Rekey { id, .. } => {
@@ -1106,6 +1271,101 @@ fn sync_mosquitto(shared: &Shared) {
     }
 }
 
+/// Applies a settings version from the backend, or refuses it; returns the
+/// answer. A version at or below the last one is answered as before.
+fn remote_config(
+    journal: &mut Journal,
+    shared: &Shared,
+    push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+) -> trygg_uplink::remote_config::ConfigResult {
+    use crate::remote_config::{plan, refused};
+    use trygg_uplink::remote_config::ConfigResult;
+    let prev = match journal.reader().remote_config() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the last settings version; the push is not applied now");
+            return ConfigResult {
+                v: 1,
+                version: push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v),
+                applied: false,
+                error: Some(format!("the gateway's journal cannot be read: {e}")),
+            };
+        }
+    };
+    let version = push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v);
+    if let Some(prev) = &prev {
+        if version == prev.last.version && version > 0 {
+            return prev.last.clone();
+        }
+        if version < prev.last.version {
+            return ConfigResult {
+                v: 1,
+                version,
+                applied: false,
+                error: Some(format!(
+                    "version {version} is older than version {} this gateway has",
+                    prev.last.version
+                )),
+            };
+        }
+    }
+    let now = now_ms();
+    let outcome = {
+        let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
+        push.and_then(|p| plan(&p, &register, now).map_err(|e| (p.version, e)))
+    };
+    match outcome {
+        Ok(plan) => {
+            if let Err(e) = journal.write_remote_config(&plan.state, &plan.writes) {
+                tracing::error!(error = %e, version, "settings version not applied: the journal could not commit it");
+                return ConfigResult {
+                    v: 1,
+                    version,
+                    applied: false,
+                    error: Some(format!("the gateway's journal could not commit it: {e}")),
+                };
+            }
+            {
+                let mut register = shared.register.write().unwrap_or_else(|e| e.into_inner());
+                let writes: Vec<_> = plan
+                    .writes
+                    .iter()
+                    .map(|(id, d)| (id.clone(), Some(d.clone())))
+                    .collect();
+                register.apply(&writes);
+                register.set_periods(&plan.periods);
+            }
+            if let Some(h) = plan.state.settings.heartbeat_s {
+                shared
+                    .heartbeat_s
+                    .store(h, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (id, _) in &plan.writes {
+                shared.publish_cfg(id);
+            }
+            shared.metrics.inc("config_versions_applied_total", "");
+            tracing::info!(
+                version,
+                devices = plan.writes.len(),
+                periods = plan.periods.len(),
+                "settings from the backend applied"
+            );
+            plan.state.last
+        }
+        Err((version, error)) => {
+            shared.metrics.inc("config_versions_refused_total", "");
+            tracing::warn!(version, error = %error, "settings from the backend refused; nothing of them was applied");
+            let state = refused(prev.as_ref(), version, error, now);
+            if version > 0 {
+                if let Err(e) = journal.write_remote_config(&state, &[]) {
+                    tracing::error!(error = %e, "the refusal could not be kept; it is answered all the same");
+                }
+            }
+            state.last
+        }
+    }
+}
+
 /// The journal's timer: retake the disk reserve after a full disk, and
 /// sweep telemetry past its age when there is some.
 fn housekeeping(journal: &mut Journal, group: &mut Group, shared: &Shared) {
@@ -1200,6 +1460,8 @@ enum UplinkEvent {
     Backend(bool),
     Disconnected(String),
     Receipt(UplinkReceipt),
+    /// A settings version from the backend.
+    Config(Bytes),
 }
 
 async fn uplink_loop(
@@ -1220,7 +1482,8 @@ async fn uplink_loop(
     let receipt_topic = contract::receipt_topic(&gw);
     let batch_topic = contract::batch_topic(&gw);
     let heartbeat_topic = contract::heartbeat_topic(&gw);
-    let heartbeat_every = Duration::from_secs(config.uplink.heartbeat_s);
+    let config_topic = trygg_uplink::remote_config::config_topic(&gw);
+    let config_result_topic = trygg_uplink::remote_config::config_result_topic(&gw);
     let mut last_heartbeat = Instant::now();
     let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
     opts.set_clean_start(false)
@@ -1248,6 +1511,7 @@ async fn uplink_loop(
         let client = client.clone();
         let receipt_topic = receipt_topic.clone();
         let status_topic = status_topic.clone();
+        let config_topic = config_topic.clone();
         let reconnect_max = Duration::from_millis(config.uplink.reconnect_max_ms);
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
@@ -1266,6 +1530,9 @@ async fn uplink_loop(
                             .subscribe(contract::BRIDGE_STATUS_TOPIC, Q5::AtLeastOnce)
                             .await;
                         let _ = client
+                            .subscribe(config_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
                         let _ = ev_tx.send(UplinkEvent::Connected).await;
@@ -1275,6 +1542,11 @@ async fn uplink_loop(
                     {
                         let online = p.payload.as_ref() == b"online";
                         let _ = ev_tx.send(UplinkEvent::Backend(online)).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == config_topic.as_bytes() =>
+                    {
+                        let _ = ev_tx.send(UplinkEvent::Config(p.payload)).await;
                     }
                     Ok(E5::Incoming(P5::Publish(p))) => {
                         match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
@@ -1382,6 +1654,26 @@ async fn uplink_loop(
                     shared.uplink_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     state.on_disconnected();
                 }
+                Some(UplinkEvent::Config(payload)) => {
+                    // Applied (or refused) by the journal thread, answered
+                    // once durable; uplink traffic goes on meanwhile.
+                    let push = crate::remote_config::parse(&payload);
+                    if let Err((version, e)) = &push {
+                        tracing::warn!(version, error = %e, "a settings push from the backend cannot be read");
+                    }
+                    let (reply, answer) = oneshot::channel();
+                    if journal_tx.send(JournalCmd::RemoteConfig { push, reply }).await.is_err() {
+                        break;
+                    }
+                    let client = client.clone();
+                    let topic = config_result_topic.clone();
+                    tokio::spawn(async move {
+                        if let Ok(result) = answer.await {
+                            let body = serde_json::to_vec(&result).expect("results serialize");
+                            let _ = client.publish(topic, Q5::AtLeastOnce, false, body).await;
+                        }
+                    });
+                }
                 Some(UplinkEvent::Receipt(r)) => {
                     shared.metrics.inc("uplink_receipts_total", "");
                     let ranges = state.on_receipt(&r);
@@ -1396,6 +1688,9 @@ async fn uplink_loop(
                 journal_open = changed.is_ok();
             }
             _ = tick.tick() => {
+                let heartbeat_every = Duration::from_secs(
+                    shared.heartbeat_s.load(std::sync::atomic::Ordering::Relaxed).max(1),
+                );
                 if state.connected() && last_heartbeat.elapsed() >= heartbeat_every {
                     last_heartbeat = Instant::now();
                     let _ = client
@@ -1456,10 +1751,12 @@ mod tests {
             room: None,
             subject: None,
         };
+        let json = serde_json::to_vec(&rec).unwrap();
         let p = crate::journal::Pending {
             lane: Lane::Alarm,
             seq: 1,
-            json: serde_json::to_vec(&rec).unwrap(),
+            stored_len: json.len() as u64,
+            json,
         };
         let b: trygg_uplink::Batch =
             serde_json::from_slice(&batch_json("gw\"1", 9, &[p.clone(), p])).unwrap();

@@ -387,6 +387,8 @@ impl Layout {
             resident: Some("r-bench".into()),
             supervision_s: Some(0),
             key_hash: None,
+            heartbeat_s: None,
+            pre_alarm_s: None,
         };
         let mut out: Vec<Device> = (0..self.conns)
             .flat_map(|c| self.conn_devices(c))
