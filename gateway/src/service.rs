@@ -775,6 +775,12 @@ pub async fn run(
     if let Ok(mut admin) = shared.admin.lock() {
         *admin = None;
     }
+    // The settings publisher holds the shared state; without its channel
+    // it ends, and with it the last hold on the journal (a gateway started
+    // again in this process must be able to open it).
+    if let Ok(mut cfg) = shared.device_cfg.lock() {
+        *cfg = None;
+    }
     // Input stops at once; the journal commits what was taken and closes
     // when its last sender (ingest, uplink) is gone; the acknowledger then
     // sends the last receipts while ingest keeps the connection polled.
@@ -1184,6 +1190,9 @@ fn embedded_access(
 ) {
     use crate::device_auth::Verdict;
     let weak = shared.clone();
+    // A device retrying with a wrong key would fill the log: one line per
+    // client id and reason every 10 s (the metric counts them all).
+    let logged: Mutex<HashMap<(String, &'static str), Instant>> = Mutex::new(HashMap::new());
     let authenticate = move |client_id: &str, username: &str, password: &str| -> bool {
         let Some(s) = weak.upgrade() else {
             return false;
@@ -1213,7 +1222,23 @@ fn embedded_access(
                     "device_connects_refused_total",
                     &format!("reason=\"{code}\""),
                 );
-                tracing::warn!(client_id = %client_id.chars().take(80).collect::<String>(), code, "device connection refused: {reason}");
+                let client: String = client_id.chars().take(80).collect();
+                let due = logged.lock().is_ok_and(|mut m| {
+                    if m.len() > 1000 {
+                        m.clear();
+                    }
+                    let key = (client.clone(), code);
+                    let due = m
+                        .get(&key)
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                    if due {
+                        m.insert(key, Instant::now());
+                    }
+                    due
+                });
+                if due {
+                    tracing::warn!(client_id = %client, code, "device connection refused (logged once per 10 s per device and reason; device_connects_refused_total counts each): {reason}");
+                }
                 if let Some(event) = raise {
                     s.metrics.inc("device_auth_failed_raised_total", "");
                     tracing::error!(device = %username, "repeated wrong keys for a paired device (possible attack): raising device_auth_failed at the backend");

@@ -230,10 +230,16 @@ pub async fn start_gateway(config: trygg_gateway::Config) -> InProcessGateway {
         Some(tx),
         stop.clone().cancelled_owned(),
     ));
-    let ready = tokio::time::timeout(Duration::from_secs(20), rx)
+    let ready = match tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .expect("gateway ready in 20 s")
-        .expect("gateway started");
+    {
+        Ok(r) => r,
+        Err(_) => match task.await {
+            Ok(Err(e)) => panic!("the gateway did not start: {e}"),
+            other => panic!("the gateway did not start: {other:?}"),
+        },
+    };
     InProcessGateway {
         local_api: Api::new(ready.local_api),
         ready,
