@@ -156,13 +156,20 @@ impl DeviceGate {
                 )
             };
         }
-        if client_id != username {
+        // Client id = username, or username + '.' + anything (a second
+        // client of the same device, e.g. `mosquitto_sub -i button-1.sub`):
+        // never another device's id, so no device can push another off.
+        let own_client_id = client_id == username
+            || client_id
+                .strip_prefix(username)
+                .is_some_and(|rest| rest.starts_with('.'));
+        if !own_client_id {
+            let user: String = username.chars().take(80).collect();
             return refused(
                 "client_id_mismatch",
                 format!(
-                    "client id `{}` differs from username `{}`: a device connects with its device id as both",
+                    "client id `{}` is not username `{user}` (nor `{user}.something`): a device connects with its device id as both",
                     client_id.chars().take(80).collect::<String>(),
-                    username.chars().take(80).collect::<String>()
                 ),
             );
         }
@@ -333,9 +340,16 @@ mod tests {
             g.authenticate("button-1", "button-1", KEY, 1),
             Verdict::Device
         );
+        // A second client of the same device (e.g. mosquitto_sub).
+        assert_eq!(
+            g.authenticate("button-1.sub", "button-1", KEY, 1),
+            Verdict::Device
+        );
         for (client, user, key, code) in [
             ("button-1", "button-1", "wrong-key-0123456789", "wrong_key"),
             ("other", "button-1", KEY, "client_id_mismatch"),
+            ("button-10", "button-1", KEY, "client_id_mismatch"),
+            ("button-1-x", "button-1", KEY, "client_id_mismatch"),
             ("fall-1", "fall-1", KEY, "no_key"),
             ("new-1", "new-1", KEY, "unknown_device"),
             ("a b", "a b", KEY, "bad_device_id"),
