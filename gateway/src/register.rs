@@ -217,13 +217,17 @@ fn check_settings(d: &Device) -> Result<(), RegisterError> {
         }
     }
     use trygg_uplink::remote_config::{DEVICE_HEARTBEAT_S, DEVICE_PRE_ALARM_S};
-    if d.heartbeat_s.is_some_and(|h| !DEVICE_HEARTBEAT_S.contains(&h)) {
+    if d.heartbeat_s
+        .is_some_and(|h| !DEVICE_HEARTBEAT_S.contains(&h))
+    {
         return Err(invalid(
             "heartbeat_s",
             format!("must be {DEVICE_HEARTBEAT_S:?} seconds"),
         ));
     }
-    if d.pre_alarm_s.is_some_and(|p| !DEVICE_PRE_ALARM_S.contains(&p)) {
+    if d.pre_alarm_s
+        .is_some_and(|p| !DEVICE_PRE_ALARM_S.contains(&p))
+    {
         return Err(invalid(
             "pre_alarm_s",
             format!("must be {DEVICE_PRE_ALARM_S:?} seconds"),

@@ -189,7 +189,9 @@ mod tests {
         let r = register();
         let mut s = GatewaySettings::default();
         s.devices.insert("ghost".into(), DeviceSettings::default());
-        assert!(plan(&push(1, s), &r, 0).unwrap_err().contains("no such device"));
+        assert!(plan(&push(1, s), &r, 0)
+            .unwrap_err()
+            .contains("no such device"));
         let mut s = GatewaySettings::default();
         s.supervision_periods_s.insert("toaster".into(), 60);
         assert!(plan(&push(1, s), &r, 0).unwrap_err().contains("toaster"));
@@ -197,15 +199,25 @@ mod tests {
             heartbeat_s: Some(99_999),
             ..Default::default()
         };
-        assert!(plan(&push(1, s), &r, 0).unwrap_err().contains("heartbeat_s"));
+        assert!(plan(&push(1, s), &r, 0)
+            .unwrap_err()
+            .contains("heartbeat_s"));
         assert!(plan(&push(0, GatewaySettings::default()), &r, 0).is_err());
     }
 
     #[test]
     fn a_malformed_push_is_refused_naming_its_version_where_it_can() {
-        assert_eq!(parse(br#"{"v":1,"version":4,"settings":{"x":1}}"#).unwrap_err().0, 4);
+        assert_eq!(
+            parse(br#"{"v":1,"version":4,"settings":{"x":1}}"#)
+                .unwrap_err()
+                .0,
+            4
+        );
         assert_eq!(parse(b"junk").unwrap_err().0, 0);
-        assert!(parse(&vec![b' '; 70_000]).unwrap_err().1.contains("more than"));
+        assert!(parse(&vec![b' '; 70_000])
+            .unwrap_err()
+            .1
+            .contains("more than"));
         assert!(parse(br#"{"v":1,"version":4,"settings":{}}"#).is_ok());
     }
 }

@@ -190,8 +190,11 @@ pub(crate) fn open_journal(config: &Config) -> Result<(Journal, Option<SetAside>
             std::fs::rename(&path, &aside).map_err(io)?;
         }
         if key_path.exists() {
-            std::fs::rename(&key_path, key_path.with_extension(format!("key.unreadable-{stamp}")))
-                .map_err(io)?;
+            std::fs::rename(
+                &key_path,
+                key_path.with_extension(format!("key.unreadable-{stamp}")),
+            )
+            .map_err(io)?;
         }
         tracing::error!(
             set_aside = %aside.display(),
@@ -402,11 +405,19 @@ pub async fn run(
     }
     {
         let local = local.clone();
-        let shared = shared.clone();
+        // Not `shared`: that would keep the journal open after shutdown.
+        let register = shared.register.clone();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
-            while let Some(id) = cfg_rx.recv().await {
-                let payload = shared
-                    .register
+            loop {
+                let id = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    id = cfg_rx.recv() => match id {
+                        Some(id) => id,
+                        None => break,
+                    },
+                };
+                let payload = register
                     .read()
                     .ok()
                     .and_then(|r| r.get(&id).and_then(|d| d.cfg_payload()));
@@ -1261,7 +1272,9 @@ async fn uplink_loop(
                         let _ = client
                             .subscribe(contract::BRIDGE_STATUS_TOPIC, Q5::AtLeastOnce)
                             .await;
-                        let _ = client.subscribe(config_topic.clone(), Q5::AtLeastOnce).await;
+                        let _ = client
+                            .subscribe(config_topic.clone(), Q5::AtLeastOnce)
+                            .await;
                         let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
