@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod decommission;
 pub mod device_cli;
 pub mod ingest;
 pub mod journal;
