@@ -54,7 +54,10 @@ fn fill(journal: &mut Journal, from: u64, events: u64, size: u64) -> Duration {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let events = args.first().copied().unwrap_or(200_000);
     let size = args.get(1).copied().unwrap_or(64).max(1);
     let rounds = 4u64;
