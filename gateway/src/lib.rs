@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod decommission;
 pub mod device_auth;
 pub mod device_cli;
 pub mod ingest;
