@@ -90,6 +90,9 @@ const KEY_CHECK: &str = "key_check";
 /// In `meta`: the last settings version pushed by the backend, sealed JSON
 /// ([`RemoteConfigState`]).
 const REMOTE_CONFIG: &str = "remote_config";
+/// In `meta`: the gateway's own key at the device broker, sealed JSON
+/// `{"key": ...}`.
+const BROKER_CLIENT_KEY: &str = "broker_client_key";
 
 /// The settings the backend pushed: the last version applied, and the
 /// answer to the last version received (applied or refused).
@@ -664,6 +667,44 @@ impl Journal {
             txn.commit().map_err(st)?;
         }
         Ok((self.reader().devices()?, !seeded))
+    }
+
+    /// The gateway's own key at the device broker: the one kept (sealed,
+    /// like everything in the journal), or `make`'s, kept durably first.
+    pub fn broker_client_key(
+        &mut self,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, JournalError> {
+        #[derive(Serialize, Deserialize)]
+        struct Kept {
+            key: String,
+        }
+        let db = db_of(&self.slot)?;
+        {
+            let txn = db.begin_read().map_err(st)?;
+            if let Ok(meta) = txn.open_table(META) {
+                if let Some(v) = meta.get(BROKER_CLIENT_KEY).map_err(st)? {
+                    let kept: Kept =
+                        serde_json::from_slice(&self.sealer.open(META.name(), v.value())?)?;
+                    return Ok(kept.key);
+                }
+            }
+        }
+        let key = make();
+        let mut txn = db.begin_write().map_err(st)?;
+        txn.set_durability(Durability::Immediate).map_err(st)?;
+        {
+            let mut meta = txn.open_table(META).map_err(st)?;
+            let sealed = self.sealer.seal(
+                META.name(),
+                &serde_json::to_vec(&Kept { key: key.clone() })?,
+            );
+            meta.insert(BROKER_CLIENT_KEY, sealed.as_slice())
+                .map_err(st)?;
+        }
+        txn.commit().map_err(st)?;
+        self.commits += 1;
+        Ok(key)
     }
 
     /// Writes (`Some`) or removes (`None`) one join request, durably.
@@ -2155,6 +2196,23 @@ mod tests {
         assert!(!seeded);
         assert!(devices.iter().all(|d| d.id != "door-1"));
         assert!(devices.contains(&moved));
+    }
+
+    #[test]
+    fn the_gateways_broker_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let mut j = Journal::open(&path).unwrap();
+        let key = j
+            .broker_client_key(|| "first-key-0123456789".into())
+            .unwrap();
+        assert_eq!(key, "first-key-0123456789");
+        drop(j);
+        let mut j = Journal::open(&path).unwrap();
+        let again = j
+            .broker_client_key(|| "second-key-0123456789".into())
+            .unwrap();
+        assert_eq!(again, "first-key-0123456789");
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl Shared {
 }
 
 /// The gateway's own client at the device broker: its username and key
-/// (kept in the data dir, generated at the first start) and the key's hash.
+/// (kept in the journal, generated at the first start) and the key's hash.
 #[derive(Clone)]
 pub(crate) struct BrokerClient {
     pub username: String,
@@ -137,21 +137,10 @@ pub(crate) struct BrokerClient {
     pub key_hash: String,
 }
 
-/// The file in the data dir that holds the gateway's own broker key.
-pub const BROKER_KEY_FILE: &str = "device-broker-client.key";
-
-/// Reads the gateway's broker key from the data dir, or makes one (0600).
-fn broker_client(config: &Config) -> std::io::Result<BrokerClient> {
-    let path = config.data_dir.join(BROKER_KEY_FILE);
-    let key = match std::fs::read_to_string(&path) {
-        Ok(k) if crate::credentials::check_key(k.trim()).is_ok() => k.trim().to_string(),
-        Ok(_) | Err(_) => {
-            std::fs::create_dir_all(&config.data_dir)?;
-            let k = crate::credentials::generate_key();
-            crate::mosquitto::write_atomic(&path, &format!("{k}\n"))?;
-            k
-        }
-    };
+/// The gateway's own broker key, kept (sealed) in its journal, made at
+/// the first start.
+fn broker_client(config: &Config, journal: &mut Journal) -> Result<BrokerClient, JournalError> {
+    let key = journal.broker_client_key(crate::credentials::generate_key)?;
     Ok(BrokerClient {
         username: crate::credentials::gateway_username(&config.gateway_id),
         key_hash: crate::credentials::hash_key(&key),
@@ -379,12 +368,8 @@ pub async fn run(
             "cannot set disk space aside for alarms (is the disk full?): free some space; alarms are taken, telemetry waits on the devices until then"
         );
     }
-    let client = broker_client(&config).map_err(|e| {
-        GatewayError::Config(format!(
-            "cannot keep the gateway's broker key in {}: {e}",
-            config.data_dir.join(BROKER_KEY_FILE).display()
-        ))
-    })?;
+    let mut journal = journal;
+    let client = broker_client(&config, &mut journal)?;
     let pending_at_start = journal.reader().pending_devices()?;
     let embedded_auth =
         config.local_broker.mode == BrokerMode::Embedded && config.local_broker.device_auth;
