@@ -111,23 +111,21 @@ impl DeviceGate {
 
     /// Whether an unknown device may ask to join now: first contact is on,
     /// or a pairing window is open.
-    pub fn first_contact(&self) -> bool {
-        self.first_contact.load(Ordering::Relaxed) || self.window_left().is_some()
+    pub fn first_contact(&self, now: Instant) -> bool {
+        self.first_contact.load(Ordering::Relaxed) || self.window_left(now).is_some()
     }
 
     /// Opens a pairing window of `length` (at most [`MAX_WINDOW`]).
-    pub fn open_window(&self, length: Duration) {
+    pub fn open_window(&self, length: Duration, now: Instant) {
         if let Ok(mut w) = self.window_until.lock() {
-            *w = Some(Instant::now() + length.min(MAX_WINDOW));
+            *w = Some(now + length.min(MAX_WINDOW));
         }
     }
 
     /// How long the pairing window stays open, if one is.
-    pub fn window_left(&self) -> Option<Duration> {
+    pub fn window_left(&self, now: Instant) -> Option<Duration> {
         let until = (*self.window_until.lock().ok()?)?;
-        until
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
+        until.checked_duration_since(now).filter(|d| !d.is_zero())
     }
 
     /// The join requests, by id.
@@ -160,13 +158,15 @@ impl DeviceGate {
         }
     }
 
-    /// Decides a CONNECT.
+    /// Decides a CONNECT at `now` (`now_ms`: the same, Unix ms, for the
+    /// join request's record).
     pub fn authenticate(
         &self,
         client_id: &str,
         username: &str,
         password: &str,
         now_ms: u64,
+        now: Instant,
     ) -> Verdict {
         if username == self.gateway_user {
             return if client_id == username
@@ -225,7 +225,7 @@ impl DeviceGate {
                 }
                 return Verdict::Device;
             }
-            let raise = self.wrong_key(username, resident, room);
+            let raise = self.wrong_key(username, resident, room, now);
             return Verdict::Refused {
                 code: "wrong_key",
                 reason: format!("wrong key for paired device `{username}` (a device with the wrong key, or someone trying keys)"),
@@ -245,13 +245,14 @@ impl DeviceGate {
             }
             request.attempts += 1;
             request.last_seen_ms = now_ms;
-            let write = written.is_none_or(|at| at.elapsed() >= PENDING_WRITE_EVERY);
+            let write =
+                written.is_none_or(|at| now.saturating_duration_since(at) >= PENDING_WRITE_EVERY);
             if write {
-                *written = Some(Instant::now());
+                *written = Some(now);
             }
             return Verdict::Pending { write };
         }
-        if !self.first_contact() {
+        if !self.first_contact(now) {
             return refused(
                 "unknown_device",
                 format!("device `{username}` is not paired with this gateway: pair it with `trygg-gateway device add {username} --type TYPE --key KEY`"),
@@ -278,7 +279,7 @@ impl DeviceGate {
                     attempts: 1,
                     key_hash: credentials::hash_key(password),
                 },
-                Some(Instant::now()),
+                Some(now),
             ),
         );
         Verdict::Pending { write: true }
@@ -289,12 +290,12 @@ impl DeviceGate {
         id: &str,
         resident: Option<String>,
         room: Option<String>,
+        now: Instant,
     ) -> Option<SystemEvent> {
         let mut all = self.wrong.lock().ok()?;
         let w = all.entry(id.to_string()).or_default();
-        let now = Instant::now();
         if w.window_start
-            .is_none_or(|s| now.duration_since(s) > WRONG_KEY_WINDOW)
+            .is_none_or(|s| now.saturating_duration_since(s) > WRONG_KEY_WINDOW)
         {
             w.window_start = Some(now);
             w.count = 0;
@@ -302,7 +303,7 @@ impl DeviceGate {
         w.count += 1;
         if w.count < WRONG_KEYS_TO_RAISE
             || w.last_raised
-                .is_some_and(|t| now.duration_since(t) < RAISE_EVERY)
+                .is_some_and(|t| now.saturating_duration_since(t) < RAISE_EVERY)
         {
             return None;
         }
@@ -339,6 +340,12 @@ mod tests {
 
     const KEY: &str = "0123456789abcdef0123";
 
+    /// One instant for the whole test: time moves only where a test says.
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
     fn gate(first_contact: bool) -> (DeviceGate, Arc<RwLock<Register>>) {
         let config = Config::default_config();
         let mut r = Register::from_config(&config);
@@ -361,12 +368,12 @@ mod tests {
     fn a_paired_device_connects_with_its_key_and_only_with_it() {
         let (g, _) = gate(false);
         assert_eq!(
-            g.authenticate("button-1", "button-1", KEY, 1),
+            g.authenticate("button-1", "button-1", KEY, 1, t0()),
             Verdict::Device
         );
         // A second client of the same device (e.g. mosquitto_sub).
         assert_eq!(
-            g.authenticate("button-1.sub", "button-1", KEY, 1),
+            g.authenticate("button-1.sub", "button-1", KEY, 1, t0()),
             Verdict::Device
         );
         for (client, user, key, code) in [
@@ -379,7 +386,7 @@ mod tests {
             ("a b", "a b", KEY, "bad_device_id"),
             ("trygg-gateway-gw", "trygg-gateway-gw", KEY, "wrong_key"),
         ] {
-            match g.authenticate(client, user, key, 1) {
+            match g.authenticate(client, user, key, 1, t0()) {
                 Verdict::Refused {
                     code: c, reason, ..
                 } => assert_eq!(c, code, "{user}: {reason}"),
@@ -391,7 +398,8 @@ mod tests {
                 "trygg-gateway-gw",
                 "trygg-gateway-gw",
                 "gateway-key-0123456789",
-                1
+                1,
+                t0()
             ),
             Verdict::Gateway
         );
@@ -403,7 +411,7 @@ mod tests {
         let mut raised = Vec::new();
         for _ in 0..10 {
             if let Verdict::Refused { raise: Some(e), .. } =
-                g.authenticate("button-1", "button-1", "wrong-key-0123456789", 1)
+                g.authenticate("button-1", "button-1", "wrong-key-0123456789", 1, t0())
             {
                 raised.push(e);
             }
@@ -412,26 +420,51 @@ mod tests {
         assert_eq!(raised[0].kind, EventKind::DeviceAuthFailed);
         assert_eq!(raised[0].subject.as_deref(), Some("button-1"));
         assert_eq!(raised[0].value, Some(WRONG_KEYS_TO_RAISE as f32));
+        // After RAISE_EVERY, three more wrong keys raise it again; two
+        // wrong keys far apart never do.
+        let later = t0() + RAISE_EVERY + WRONG_KEY_WINDOW;
+        let again: Vec<_> = (0..3)
+            .filter_map(|_| {
+                match g.authenticate("button-1", "button-1", "wrong-key-0123456789", 1, later) {
+                    Verdict::Refused { raise, .. } => raise,
+                    _ => None,
+                }
+            })
+            .collect();
+        assert_eq!(again.len(), 1);
+        let (g, _) = gate(false);
+        for i in 0..4u32 {
+            let at = t0() + (WRONG_KEY_WINDOW + Duration::from_secs(1)) * i;
+            assert!(matches!(
+                g.authenticate("button-1", "button-1", "wrong-key-0123456789", 1, at),
+                Verdict::Refused { raise: None, .. }
+            ));
+        }
     }
 
     #[test]
     fn first_contact_lets_an_unknown_device_ask_to_join_with_its_key() {
         let (g, _) = gate(true);
         assert_eq!(
-            g.authenticate("new-1", "new-1", KEY, 5),
+            g.authenticate("new-1", "new-1", KEY, 5, t0()),
             Verdict::Pending { write: true }
         );
         // Again soon: counted, not written at once.
         assert_eq!(
-            g.authenticate("new-1", "new-1", KEY, 6),
+            g.authenticate("new-1", "new-1", KEY, 6, t0()),
             Verdict::Pending { write: false }
         );
         let p = g.pending_get("new-1").unwrap();
         assert_eq!((p.first_seen_ms, p.last_seen_ms, p.attempts), (5, 6, 2));
+        // Written again once PENDING_WRITE_EVERY has passed.
+        assert_eq!(
+            g.authenticate("new-1", "new-1", KEY, 7, t0() + PENDING_WRITE_EVERY),
+            Verdict::Pending { write: true }
+        );
         assert!(credentials::verify_key(KEY, &p.key_hash));
         // Another key for the same id is refused.
         assert!(matches!(
-            g.authenticate("new-1", "new-1", "another-key-0123456789", 7),
+            g.authenticate("new-1", "new-1", "another-key-0123456789", 7, t0()),
             Verdict::Refused {
                 code: "wrong_key",
                 ..
@@ -442,7 +475,7 @@ mod tests {
         assert!(!g.authorize(Some("new-1"), Access::Publish, "trygg/v1/dev/button-1/evt"));
         // A key too short to be one is refused.
         assert!(matches!(
-            g.authenticate("new-2", "new-2", "short", 7),
+            g.authenticate("new-2", "new-2", "short", 7, t0()),
             Verdict::Refused {
                 code: "bad_key",
                 ..
@@ -454,27 +487,30 @@ mod tests {
     fn a_pairing_window_lets_unknown_devices_ask_while_it_is_open() {
         let (g, _) = gate(false);
         assert!(matches!(
-            g.authenticate("new-1", "new-1", KEY, 1),
+            g.authenticate("new-1", "new-1", KEY, 1, t0()),
             Verdict::Refused {
                 code: "unknown_device",
                 ..
             }
         ));
-        g.open_window(Duration::from_millis(300));
-        assert!(g.window_left().is_some());
+        g.open_window(Duration::from_secs(600), t0());
+        assert_eq!(g.window_left(t0()), Some(Duration::from_secs(600)));
         assert_eq!(
-            g.authenticate("new-1", "new-1", KEY, 2),
+            g.authenticate("new-1", "new-1", KEY, 2, t0() + Duration::from_secs(599)),
             Verdict::Pending { write: true }
         );
-        std::thread::sleep(Duration::from_millis(350));
-        assert!(g.window_left().is_none());
+        let later = t0() + Duration::from_secs(600);
+        assert!(g.window_left(later).is_none());
         assert!(matches!(
-            g.authenticate("new-2", "new-2", KEY, 3),
+            g.authenticate("new-2", "new-2", KEY, 3, later),
             Verdict::Refused {
                 code: "unknown_device",
                 ..
             }
         ));
+        // At most an hour.
+        g.open_window(Duration::from_secs(86_400), t0());
+        assert_eq!(g.window_left(t0()), Some(MAX_WINDOW));
         // A request made while it was open stays until handled.
         assert!(g.is_pending("new-1"));
     }
@@ -485,12 +521,12 @@ mod tests {
         for i in 0..MAX_PENDING {
             let id = format!("new-{i}");
             assert!(matches!(
-                g.authenticate(&id, &id, KEY, 1),
+                g.authenticate(&id, &id, KEY, 1, t0()),
                 Verdict::Pending { .. }
             ));
         }
         assert!(matches!(
-            g.authenticate("one-more", "one-more", KEY, 1),
+            g.authenticate("one-more", "one-more", KEY, 1, t0()),
             Verdict::Refused {
                 code: "too_many_pending",
                 ..

@@ -503,8 +503,10 @@ async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway",
         );
     }
-    s.gate
-        .open_window(std::time::Duration::from_secs(w.seconds));
+    s.gate.open_window(
+        std::time::Duration::from_secs(w.seconds),
+        std::time::Instant::now(),
+    );
     tracing::info!(
         seconds = w.seconds,
         "pairing window opened: unknown devices may ask to join until it closes"

@@ -1325,7 +1325,10 @@ fn embedded_access(
                 let _ = tx.try_send(cmd);
             }
         };
-        match s.gate.authenticate(client_id, username, password, now_ms()) {
+        match s
+            .gate
+            .authenticate(client_id, username, password, now_ms(), Instant::now())
+        {
             Verdict::Gateway | Verdict::Device => true,
             Verdict::Pending { write } => {
                 if write {
