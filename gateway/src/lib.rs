@@ -11,7 +11,8 @@
 //! The modules [`ingest`], [`journal`], [`register`] (the paired devices),
 //! [`supervision`], [`uplink`] and [`local_io`] (the Pi's own button, LED,
 //! buzzer and mains-fail input) hold the decisions; [`device_cli`] is the
-//! technician's client of the local API;
+//! technician's client of the local API; [`technician`] is the technician's
+//! login, page and API on the home's network;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
@@ -25,7 +26,8 @@ pub mod local_io;
 pub mod register;
 mod service;
 pub mod supervision;
+pub mod technician;
 pub mod uplink;
 
 pub use config::Config;
-pub use service::{run, GatewayError, Ready};
+pub use service::{run, GatewayError, Ready, TechnicianReady};

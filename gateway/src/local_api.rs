@@ -1,5 +1,8 @@
 //! The gateway's local HTTP API, for technicians and monitoring, on
-//! loopback only until the technician login exists (a later issue).
+//! loopback only (it has no login). The technician page
+//! ([`crate::technician`]) serves the same routes on the home's network
+//! behind a technician's login and CSRF token, and its pages call the
+//! same functions ([`apply_change`], [`run_test_alarm`], [`device_views`]).
 //!
 //! - `GET /healthz`                 `ok`, or 503 and why the journal cannot commit
 //! - `GET /metrics`                 Prometheus text
@@ -36,7 +39,15 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let app = Router::new()
+    let _ = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+}
+
+/// The whole API. The technician page serves it too, behind its login
+/// (`crate::technician`).
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -48,10 +59,7 @@ pub(crate) async fn serve(
         )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
         .route("/api/v1/test-alarm", post(test_alarm))
-        .with_state(shared);
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+        .with_state(shared)
 }
 
 /// `ok`, or 503 with the reason while the journal cannot commit.
@@ -105,6 +113,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(status_view(&s))
+}
+
+/// What `/api/v1/status` answers.
+pub(crate) fn status_view(s: &Shared) -> serde_json::Value {
     let pending = s
         .reader
         .pending_counts()
@@ -124,7 +137,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 .collect()
         })
         .unwrap_or_default();
-    Json(json!({
+    json!({
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
         "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),
@@ -137,7 +150,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "disk_full": s.disk_full.load(Ordering::Relaxed),
         "devices_silent": s.silent.lock().map(|v| v.clone()).unwrap_or_default(),
         "heartbeats": heartbeats,
-    }))
+    })
 }
 
 async fn dead_letters(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -195,54 +208,73 @@ fn silent_now(s: &Shared) -> Vec<String> {
 }
 
 async fn list_devices(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(json!({ "devices": device_views(&s) }))
+}
+
+/// Every paired device as the API shows it.
+pub(crate) fn device_views(s: &Shared) -> Vec<serde_json::Value> {
     let devices: Vec<Device> = s
         .register
         .read()
         .map(|r| r.devices().cloned().collect())
         .unwrap_or_default();
-    let silent = silent_now(&s);
-    let list: Vec<_> = devices
-        .iter()
-        .map(|d| device_view(&s, d, &silent))
-        .collect();
-    Json(json!({ "devices": list }))
+    let silent = silent_now(s);
+    devices.iter().map(|d| device_view(s, d, &silent)).collect()
+}
+
+/// One paired device as the API shows it.
+pub(crate) fn one_device_view(s: &Shared, id: &str) -> Option<serde_json::Value> {
+    let device = s.register.read().ok().and_then(|r| r.get(id).cloned());
+    device.map(|d| device_view(s, &d, &silent_now(s)))
 }
 
 async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
-    match device {
-        Some(d) => Json(device_view(&s, &d, &silent_now(&s))).into_response(),
+    match one_device_view(&s, &id) {
+        Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, RegisterError::NotFound(id)),
     }
 }
 
-/// Sends `change` to the journal thread and answers with `then` once it
-/// is durable.
-async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+/// Why a request was refused: the status and the message to show.
+pub(crate) type Refusal = (StatusCode, String);
+
+/// Sends `change` to the journal thread and answers with `shown` (the
+/// device as it is now, or `{"removed": id}`) once the change is durable.
+pub(crate) async fn apply_change(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+) -> Result<serde_json::Value, Refusal> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
     if s.ask(JournalCmd::Devices { change, reply }).await.is_none() {
-        return stopping();
+        return Err(stopping());
     }
     match answer.await {
-        Err(_) => stopping(),
-        Ok(Ok(())) => {
-            let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
-            let body = match device {
-                Some(d) => device_view(s, &d, &silent_now(s)),
-                None => json!({ "removed": shown }),
-            };
-            (status, Json(body)).into_response()
-        }
+        Err(_) => Err(stopping()),
+        Ok(Ok(())) => Ok(one_device_view(s, shown).unwrap_or_else(|| json!({ "removed": shown }))),
         Ok(Err(DeviceChangeError::Register(e))) => {
             let status = match e {
                 RegisterError::AlreadyPaired(_) => StatusCode::CONFLICT,
                 RegisterError::NotFound(_) => StatusCode::NOT_FOUND,
                 RegisterError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             };
-            error(status, e)
+            Err((status, e.to_string()))
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// [`apply_change`] as an HTTP answer.
+async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+    match apply_change(s, change, shown).await {
+        Ok(body) => (status, Json(body)).into_response(),
+        Err((status, message)) => error(status, message),
     }
 }
 
@@ -315,21 +347,49 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
     };
     let timeout = std::time::Duration::from_secs(ask.timeout_s.unwrap_or(30).min(MAX_TEST_WAIT_S));
+    match run_test_alarm(&s, ask.device, timeout).await {
+        Ok(body) => {
+            let status = if body["confirmed"] == true {
+                StatusCode::OK
+            } else {
+                StatusCode::GATEWAY_TIMEOUT
+            };
+            (status, Json(body)).into_response()
+        }
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Raises a test alarm about `device` (or the gateway) and waits up to
+/// `timeout` for the backend's receipt. The answer says whether it was
+/// confirmed and how long it took.
+pub(crate) async fn run_test_alarm(
+    s: &Shared,
+    device: Option<String>,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, Refusal> {
     let started = std::time::Instant::now();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
     let cmd = JournalCmd::TestAlarm {
-        subject: ask.device.clone(),
+        subject: device.clone(),
         reply,
     };
     if s.ask(cmd).await.is_none() {
-        return stopping();
+        return Err(stopping());
     }
     let (lane, seq) = match answer.await {
-        Err(_) => return stopping(),
+        Err(_) => return Err(stopping()),
         Ok(Ok(at)) => at,
-        Ok(Err(DeviceChangeError::Register(e))) => return error(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(DeviceChangeError::Register(e))) => {
+            return Err((StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Ok(Err(e)) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
     let committed_ms = started.elapsed().as_millis() as u64;
     // The uplink deletes a record from the journal when the backend's
@@ -347,19 +407,13 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let body = json!({
-        "device": ask.device,
+    Ok(json!({
+        "device": device,
         "lane": format!("{lane:?}").to_lowercase(),
         "seq": seq,
         "committed_after_ms": committed_ms,
         "confirmed": confirmed,
         "confirmed_after_ms": confirmed.then(|| started.elapsed().as_millis() as u64),
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
-    });
-    let status = if confirmed {
-        StatusCode::OK
-    } else {
-        StatusCode::GATEWAY_TIMEOUT
-    };
-    (status, Json(body)).into_response()
+    }))
 }
