@@ -414,7 +414,7 @@ impl Config {
             if t.session_max_h == 0 || t.session_max_h > 24 {
                 return Err(invalid("technician.session_max_h", "must be 1 to 24"));
             }
-            if t.listen == self.local_api.listen {
+            if t.listen == self.local_api.listen && t.listen.port() != 0 {
                 return Err(invalid(
                     "technician.listen",
                     "must differ from local_api.listen",
