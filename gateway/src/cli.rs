@@ -255,8 +255,13 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::DeadLetters { limit } => {
             let config = load(&cli.config)?;
-            let journal =
-                crate::journal::Journal::open(&config.journal_path()).with_context(|| {
+            let sealer =
+                crate::seal::existing_sealer(&config.key_source()?, &config.data_key_path())?;
+            let journal = crate::journal::Journal::open_sealed(
+                &config.journal_path(),
+                std::sync::Arc::new(sealer),
+            )
+            .with_context(|| {
                     format!(
                         "opening {} (is the gateway still running?)",
                         config.journal_path().display()

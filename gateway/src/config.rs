@@ -28,7 +28,20 @@ pub struct Config {
     #[serde(default)]
     pub local_io: LocalIo,
     #[serde(default)]
+    pub encryption: Encryption,
+    #[serde(default)]
     pub devices: Vec<Device>,
+}
+
+/// Encryption at rest (`[encryption]`): see `crate::seal`. Always on; this
+/// only says where the key-encryption key comes from.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Encryption {
+    /// `file:PATH` or `command:PROGRAM [ARGS]`; unset: `file:{data_dir}/kek.hex`
+    /// (beside the journal: a development default, and the gateway says so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -427,6 +440,9 @@ impl Config {
                 "must be 1 to 86400 (a day)",
             ));
         }
+        if let Err(e) = self.key_source() {
+            return Err(invalid("encryption.key_source", e.to_string()));
+        }
         if let Err((pin, problem)) = self.local_io.pin_map().check() {
             return Err(invalid(format!("local_io.pins.{pin}"), problem));
         }
@@ -452,6 +468,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the key-encryption key comes from.
+    pub fn key_source(&self) -> Result<crate::seal::KeySource, crate::seal::KeyError> {
+        match &self.encryption.key_source {
+            Some(s) => crate::seal::KeySource::parse(s),
+            None => Ok(crate::seal::KeySource::File(self.data_dir.join("kek.hex"))),
+        }
+    }
+
+    /// The sealed data key beside the journal.
+    pub fn data_key_path(&self) -> PathBuf {
+        self.data_dir.join(crate::seal::KEY_FILE)
     }
 
     pub fn journal_path(&self) -> PathBuf {

@@ -24,6 +24,7 @@ pub mod journal;
 mod local_api;
 pub mod local_io;
 pub mod register;
+pub mod seal;
 mod service;
 pub mod supervision;
 pub mod technician;

@@ -20,7 +20,7 @@ use trygg_uplink::{contract, SeqRange, UplinkReceipt};
 
 use crate::config::{BrokerMode, Config};
 use crate::ingest::{classify, Incoming};
-use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome, SetAside};
 use crate::register::{Change, Register, RegisterError};
 use crate::supervision::{supervise, Raised, Supervisor};
 use crate::uplink::UplinkState;
@@ -50,6 +50,8 @@ pub enum GatewayError {
         "the journal stopped unexpectedly (see the log); nothing uncommitted was acknowledged"
     )]
     JournalStopped,
+    #[error("encryption at rest: {0}")]
+    Key(#[from] crate::seal::KeyError),
 }
 
 /// Where a started gateway can be reached.
@@ -151,6 +153,85 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens the journal sealed with this gateway's data key (`crate::seal`).
+///
+/// A gateway that will not start loses every alarm to come, so a journal
+/// that cannot be read with the key at hand (the data key file lost or
+/// damaged, or sealed under another key-encryption key) is set aside with
+/// its key file, loudly, and a fresh one is started, as for a damaged file.
+/// Only a key-encryption key that cannot be had at all stops the start:
+/// that is an installation fault, found at install.
+pub(crate) fn open_journal(config: &Config) -> Result<(Journal, Option<SetAside>), GatewayError> {
+    use crate::seal::{data_key, KeyError, Sealer};
+    let source = config.key_source()?;
+    if let Some(kek_file) = source.file() {
+        if crate::seal::same_filesystem(kek_file, &config.data_dir) {
+            tracing::warn!(
+                kek = %kek_file.display(),
+                "the key-encryption key is a file on the same disk as the journal: a copied journal cannot be read, but a stolen SD card can. On a Raspberry Pi 4/5 keep it in the SoC's OTP memory: [encryption] key_source = \"command:rpi-otp-private-key\" (docs/operations.md)"
+            );
+        }
+    }
+    let kek = source.kek(true)?;
+    let key_path = config.data_key_path();
+    let path = config.journal_path();
+    let mut set_aside: Option<SetAside> = None;
+    let set_aside_now = |why: String| -> Result<SetAside, GatewayError> {
+        let stamp = now_ms();
+        let aside = path.with_extension(format!("redb.unreadable-{stamp}"));
+        let io = |e| GatewayError::Journal(JournalError::Storage(redb::StorageError::Io(e).into()));
+        if path.exists() {
+            std::fs::rename(&path, &aside).map_err(io)?;
+        }
+        if key_path.exists() {
+            std::fs::rename(&key_path, key_path.with_extension(format!("key.unreadable-{stamp}")))
+                .map_err(io)?;
+        }
+        tracing::error!(
+            set_aside = %aside.display(),
+            reason = %why,
+            "THE JOURNAL CANNOT BE READ WITH THIS GATEWAY'S KEY: it was set aside and a fresh journal started. Events it held that the backend had not receipted are not sent. Restore the key (journal.key and the key-encryption key) to read it."
+        );
+        Ok(SetAside {
+            path: aside,
+            reason: why,
+        })
+    };
+    if !key_path.exists() && path.exists() {
+        // A journal without its key: sealed under a key now lost, or one
+        // from before encryption at rest (which opens plain, and is sealed
+        // from now on). The key check in the journal tells them apart.
+        tracing::info!(key = %key_path.display(), "no data key yet: making one");
+    }
+    let key = match data_key(&key_path, &kek) {
+        Ok((key, made)) => {
+            if made {
+                tracing::info!(key = %key_path.display(), "made this gateway's data key (sealed with the key-encryption key)");
+            }
+            key
+        }
+        Err(e @ KeyError::Unseal { .. }) => {
+            set_aside = Some(set_aside_now(e.to_string())?);
+            data_key(&key_path, &kek)?.0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sealer = Arc::new(Sealer::new(&key));
+    match Journal::open_or_set_aside_sealed(&path, sealer.clone()) {
+        Ok((j, aside)) => Ok((j, aside.or(set_aside))),
+        Err(JournalError::KeyMismatch) => {
+            // Sealed under a data key that is gone: a new key, a new journal.
+            let aside = set_aside_now(
+                "the journal was sealed with a data key that is not this gateway's".into(),
+            )?;
+            let (key, _) = data_key(&key_path, &kek)?;
+            let (j, _) = Journal::open_or_set_aside_sealed(&path, Arc::new(Sealer::new(&key)))?;
+            Ok((j, Some(aside)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -165,17 +246,17 @@ pub async fn run(
         MqttUrl::parse(&config.uplink.url).map_err(|e| GatewayError::Config(e.to_string()))?;
     let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
 
-    let path = config.journal_path();
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
     let seed = config.devices.clone();
+    let journal_config = config.clone();
     let (journal, set_aside, reserved, (devices, seeded)) =
         tokio::task::spawn_blocking(move || {
-            let (mut j, aside) = Journal::open_or_set_aside(&path)?;
+            let (mut j, aside) = open_journal(&journal_config)?;
             j.set_policy(policy);
             let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
             let devices = j.devices_or_seed(&seed)?;
-            Ok::<_, JournalError>((j, aside, reserved, devices))
+            Ok::<_, GatewayError>((j, aside, reserved, devices))
         })
         .await
         .expect("journal open task")?;
@@ -255,6 +336,9 @@ pub async fn run(
                 max_inflight: 1000,
                 log_segment_bytes: BrokerSettings::SMALL_LOG.0,
                 log_segments: BrokerSettings::SMALL_LOG.1,
+                tls_config: None,
+                authenticator: None,
+                authorizer: None,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
@@ -1274,10 +1358,12 @@ mod tests {
             room: None,
             subject: None,
         };
+        let json = serde_json::to_vec(&rec).unwrap();
         let p = crate::journal::Pending {
             lane: Lane::Alarm,
             seq: 1,
-            json: serde_json::to_vec(&rec).unwrap(),
+            stored_len: json.len() as u64,
+            json,
         };
         let b: trygg_uplink::Batch =
             serde_json::from_slice(&batch_json("gw\"1", 9, &[p.clone(), p])).unwrap();
