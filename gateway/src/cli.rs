@@ -262,11 +262,11 @@ pub fn main() -> anyhow::Result<()> {
                 std::sync::Arc::new(sealer),
             )
             .with_context(|| {
-                    format!(
-                        "opening {} (is the gateway still running?)",
-                        config.journal_path().display()
-                    )
-                })?;
+                format!(
+                    "opening {} (is the gateway still running?)",
+                    config.journal_path().display()
+                )
+            })?;
             for d in journal.reader().dead_letters(limit)? {
                 println!("{}", serde_json::to_string(&d)?);
             }

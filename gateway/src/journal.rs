@@ -48,8 +48,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use redb::{
-    TableHandle,
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
 };
 use serde::{Deserialize, Serialize};
 use trygg_protocol::{DeviceEvent, Lane};
@@ -633,7 +633,9 @@ impl Journal {
                 for d in seed {
                     if devices.get(d.id.as_str()).map_err(st)?.is_none() {
                         let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
-                        devices.insert(d.id.as_str(), sealed.as_slice()).map_err(st)?;
+                        devices
+                            .insert(d.id.as_str(), sealed.as_slice())
+                            .map_err(st)?;
                     }
                 }
                 let mut counters = txn.open_table(COUNTERS).map_err(st)?;
@@ -775,9 +777,10 @@ impl Journal {
                     room: e.room.clone(),
                     subject: None,
                 };
-                let json = self
-                    .sealer
-                    .seal(LANE_TABLES[lane.index()].name(), &serde_json::to_vec(&record)?);
+                let json = self.sealer.seal(
+                    LANE_TABLES[lane.index()].name(),
+                    &serde_json::to_vec(&record)?,
+                );
                 if !room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])? {
                     result.outcomes.push(Outcome::Refused);
                     room.dropped_limit += 1;
@@ -867,9 +870,10 @@ impl Journal {
                     room: ev.room.clone(),
                     subject: ev.subject.clone(),
                 };
-                let json = self
-                    .sealer
-                    .seal(LANE_TABLES[lane.index()].name(), &serde_json::to_vec(&record)?);
+                let json = self.sealer.seal(
+                    LANE_TABLES[lane.index()].name(),
+                    &serde_json::to_vec(&record)?,
+                );
                 room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])?;
                 result.system_seqs.push((lane, record.seq));
                 put(
@@ -927,7 +931,9 @@ impl Journal {
                 for d in group.dead_letters.iter().chain(&refused) {
                     let mut d = d.clone();
                     d.id = id;
-                    let sealed = self.sealer.seal(DEAD_LETTERS.name(), &serde_json::to_vec(&d)?);
+                    let sealed = self
+                        .sealer
+                        .seal(DEAD_LETTERS.name(), &serde_json::to_vec(&d)?);
                     dl.insert(id, sealed.as_slice()).map_err(st)?;
                     id += 1;
                 }
@@ -1279,7 +1285,9 @@ impl JournalReader {
         Ok(match first {
             Some((_, v)) => Some(
                 serde_json::from_slice::<Age>(
-                    &self.sealer.open(LANE_TABLES[lane.index()].name(), v.value())?,
+                    &self
+                        .sealer
+                        .open(LANE_TABLES[lane.index()].name(), v.value())?,
                 )?
                 .committed_ms,
             ),
@@ -1418,7 +1426,10 @@ mod tests {
         }
         // Another key, or none, cannot open it.
         assert!(matches!(sealed(&path, 2), Err(JournalError::KeyMismatch)));
-        assert!(matches!(Journal::open(&path), Err(JournalError::KeyMismatch)));
+        assert!(matches!(
+            Journal::open(&path),
+            Err(JournalError::KeyMismatch)
+        ));
         // The right key can, after both refusals.
         let j = sealed(&path, 1).unwrap();
         assert_eq!(j.reader().pending_records().unwrap().len(), 1);

@@ -214,11 +214,10 @@ impl KeySource {
                     tracing::info!(path = %path.display(), "made a new key-encryption key");
                     return Ok(key);
                 }
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| KeyError::ReadKek {
-                        path: path.clone(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(path).map_err(|source| KeyError::ReadKek {
+                    path: path.clone(),
+                    source,
+                })?;
                 parse_hex_key(&text, &path.display().to_string(), "")
             }
             KeySource::Command(words) => {
@@ -445,7 +444,8 @@ mod tests {
     #[test]
     fn the_data_key_is_made_once_sealed_and_erased_for_good() {
         let dir = tempfile::tempdir().unwrap();
-        let source = KeySource::parse(&format!("file:{}", dir.path().join("kek").display())).unwrap();
+        let source =
+            KeySource::parse(&format!("file:{}", dir.path().join("kek").display())).unwrap();
         let kek = source.kek(true).unwrap();
         assert_eq!(source.kek(false).unwrap(), kek);
         let path = dir.path().join(KEY_FILE);
@@ -453,7 +453,10 @@ mod tests {
         assert!(made);
         assert_eq!(data_key(&path, &kek).unwrap(), (key, false));
         let on_disk = std::fs::read(&path).unwrap();
-        assert!(!on_disk.windows(32).any(|w| w == key), "the data key is stored sealed");
+        assert!(
+            !on_disk.windows(32).any(|w| w == key),
+            "the data key is stored sealed"
+        );
         assert!(matches!(
             data_key(&path, &[1; 32]),
             Err(KeyError::Unseal { .. })
@@ -474,7 +477,13 @@ mod tests {
         let zeros = KeySource::parse(&format!("command:echo {}", "00".repeat(32))).unwrap();
         let e = zeros.kek(false).unwrap_err().to_string();
         assert!(e.contains("rpi-otp-private-key -w"), "{e}");
-        assert!(KeySource::parse("command:false").unwrap().kek(false).is_err());
-        assert!(KeySource::parse("command:echo short").unwrap().kek(false).is_err());
+        assert!(KeySource::parse("command:false")
+            .unwrap()
+            .kek(false)
+            .is_err());
+        assert!(KeySource::parse("command:echo short")
+            .unwrap()
+            .kek(false)
+            .is_err());
     }
 }

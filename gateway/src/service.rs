@@ -184,8 +184,11 @@ pub(crate) fn open_journal(config: &Config) -> Result<(Journal, Option<SetAside>
             std::fs::rename(&path, &aside).map_err(io)?;
         }
         if key_path.exists() {
-            std::fs::rename(&key_path, key_path.with_extension(format!("key.unreadable-{stamp}")))
-                .map_err(io)?;
+            std::fs::rename(
+                &key_path,
+                key_path.with_extension(format!("key.unreadable-{stamp}")),
+            )
+            .map_err(io)?;
         }
         tracing::error!(
             set_aside = %aside.display(),

@@ -102,6 +102,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("room", "Rom", "Room"),
     ("room_hint", "F.eks. soverom.", "E.g. bedroom."),
     ("resident", "Beboer (pseudonym id)", "Resident (pseudonymous id)"),
+    ("resident_short", "Beboer", "Resident"),
     ("resident_hint", "Id-en fra kommunen, f.eks. r-7f3a. Aldri et navn.", "The id from the municipality, e.g. r-7f3a. Never a name."),
     ("supervision_s", "Tilsynsperiode i sekunder (valgfritt)", "Supervision period in seconds (optional)"),
     ("supervision_hint", "Tomt: typens standard. 0 slår tilsyn av.", "Empty: the type's default. 0 turns supervision off."),
@@ -150,7 +151,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("test_button", "Send testalarm", "Send a test alarm"),
     ("test_gateway_button", "Send testalarm fra gatewayen", "Send a test alarm from the gateway"),
     ("test_title", "Testalarm", "Test alarm"),
-    ("test_confirmed", "Bekreftet av kommunen etter {s} s.", "Confirmed by the municipality after {s} s."),
+    ("test_confirmed", "Bekreftet av kommunen etter {t}.", "Confirmed by the municipality after {t}."),
     (
         "test_not_confirmed",
         "Ikke bekreftet innen {s} s. Den er lagret på gatewayen og sendes når forbindelsen er tilbake. Sjekk forbindelsen og prøv igjen.",

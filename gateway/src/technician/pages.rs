@@ -103,7 +103,8 @@ ul.cards{list-style:none;padding:0;margin:0;display:grid;gap:.75rem}
 .card{border:2px solid #595959;border-radius:8px;padding:.75rem}
 .card[data-supervision=silent]{border-color:#b00020;border-left-width:10px}
 .card h3{margin:0 0 .25rem;font-size:1.15rem}
-dl.facts{display:grid;grid-template-columns:auto 1fr;gap:.1rem .75rem;margin:.5rem 0}
+dl.facts{display:grid;grid-template-columns:minmax(7rem,45%) 1fr;gap:.1rem .75rem;margin:.5rem 0}
+dl.facts dd{overflow-wrap:anywhere}
 dl.facts dt{font-weight:600}
 dl.facts dd{margin:0}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:.75rem}
@@ -588,7 +589,7 @@ fn device_facts(lang: Lang, d: &Value) -> String {
         ty = esc(&type_name(lang, d["type"].as_str().unwrap_or(""))),
         room_l = esc(t(lang, "room")),
         room = esc(&d["room"].as_str().map(str::to_string).unwrap_or_else(dash)),
-        res_l = esc(t(lang, "resident")),
+        res_l = esc(t(lang, "resident_short")),
         res = esc(&d["resident"]
             .as_str()
             .map(str::to_string)
@@ -1145,11 +1146,10 @@ async fn test_alarm(
     let confirmed = body["confirmed"] == true;
     let (status, class, text) = if confirmed {
         let ms = body["confirmed_after_ms"].as_u64().unwrap_or(0);
-        let s = format!("{:.1}", ms as f64 / 1000.0);
         (
             StatusCode::OK,
             "ok",
-            tf(lang, "test_confirmed", &[("s", &s)]),
+            tf(lang, "test_confirmed", &[("t", &duration(lang, ms))]),
         )
     } else {
         (
@@ -1194,6 +1194,18 @@ async fn test_alarm(
         status,
         layout(lang, Some(&tech), t(lang, "test_title"), &back, &page),
     )
+}
+
+/// `53 ms`, or `1.2 s` (`1,2 s` in bokmål).
+fn duration(lang: Lang, ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let s = format!("{:.1} s", ms as f64 / 1000.0);
+    match lang {
+        Lang::Nb => s.replace('.', ","),
+        Lang::En => s,
+    }
 }
 
 // ---- devices asking to join ----------------------------------------------
@@ -1373,6 +1385,13 @@ mod tests {
         assert!(device_of(Lang::En, "x", &f)
             .unwrap_err()
             .contains("whole number"));
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(duration(Lang::En, 53), "53 ms");
+        assert_eq!(duration(Lang::En, 1_250), "1.2 s");
+        assert_eq!(duration(Lang::Nb, 1_250), "1,2 s");
     }
 
     #[test]
