@@ -533,6 +533,12 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
             .await
             >= 2.0
     );
+    assert_eq!(
+        api.metric("technician_refused_total", "reason=\"invalid\"")
+            .await,
+        1.0,
+        "pairing button-7 twice"
+    );
     // No password anywhere in the data dir.
     for entry in std::fs::read_dir(&s.data_dir).unwrap() {
         let path = entry.unwrap().path();

@@ -109,6 +109,7 @@ impl WebState {
             match reason {
                 "csrf" => "reason=\"csrf\"",
                 "login_form" => "reason=\"login_form\"",
+                "invalid" => "reason=\"invalid\"",
                 _ => "reason=\"no_session\"",
             },
         );

@@ -883,6 +883,9 @@ async fn change_from_page(
         Ok(_) => "ok".to_string(),
         Err((status, m)) => format!("{status}: {m}"),
     };
+    if result.is_err() {
+        state.refused("invalid", target, &tech.remote);
+    }
     if result.is_ok() {
         state.shared.metrics.inc(
             "technician_actions_total",
@@ -911,6 +914,7 @@ async fn pair(State(state): State<WebState>, PageTech(tech): PageTech, body: Byt
     };
     let lang = tech.lang;
     let Some(id) = form.get("id").map(str::to_string) else {
+        state.refused("invalid", "/devices", &tech.remote);
         let e = tf(lang, "error_missing", &[("field", t(lang, "device_id"))]);
         return pair_page(
             &tech,
@@ -922,12 +926,13 @@ async fn pair(State(state): State<WebState>, PageTech(tech): PageTech, body: Byt
     let device = match device_of(lang, &id, &form) {
         Ok(d) => d,
         Err(e) => {
+            state.refused("invalid", "/devices", &tech.remote);
             return pair_page(
                 &tech,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some(&form),
                 Some(&e),
-            )
+            );
         }
     };
     match change_from_page(&state, &tech, "pair", Change::Add(device), &id, &id).await {
@@ -1277,13 +1282,14 @@ async fn accept(
     let device = match device_of(lang, &id, &form) {
         Ok(d) => d,
         Err(e) => {
+            state.refused("invalid", &path, &tech.remote);
             return accept_page(
                 &tech,
                 &id,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some(&form),
                 Some(&e),
-            )
+            );
         }
     };
     let result = super::pending::accept(&state.shared, device).await;
