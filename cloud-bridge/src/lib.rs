@@ -22,6 +22,7 @@ pub mod config;
 pub mod console;
 pub mod escalation;
 pub mod ingest;
+pub mod settings;
 pub mod store;
 pub mod supervision;
 pub mod uplink;
@@ -235,12 +236,15 @@ pub async fn run(
         cancel.clone(),
     ));
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut uplink = tokio::spawn(uplink::run(
         uplink::UplinkSettings {
             url: broker.clone(),
             seen: seen_tx,
             ca_file: ca_file.clone(),
             max_payload: BROKER_MAX_PAYLOAD,
+            outbox: outbox_rx,
+            store: store.clone(),
         },
         writer.clone(),
         metrics.clone(),
@@ -253,6 +257,7 @@ pub async fn run(
         metrics,
         changes,
         cancel: cancel.clone(),
+        outbox: outbox_tx,
     };
     let console_app = console::router(console::ConsoleState {
         app: app_state.clone(),

@@ -65,6 +65,11 @@ pub struct UplinkSettings {
     pub ca_file: Option<std::path::PathBuf>,
     /// The broker's largest payload, so the client reads what it may send.
     pub max_payload: usize,
+    /// Publishes to make (gateway settings); retained ones are made again
+    /// after every (re)subscribe.
+    pub outbox: tokio::sync::mpsc::UnboundedReceiver<crate::settings::Outgoing>,
+    /// Where gateways' answers to their settings are kept.
+    pub store: crate::store::Store,
 }
 
 /// Runs until `cancel`, then finishes what it took and disconnects.
@@ -112,12 +117,47 @@ pub async fn run(
     // earlier connection, delivered late, must not leave gateways waiting.
     let mut announce = tokio::time::interval(Duration::from_secs(5));
     let mut listening = false;
+    // The latest retained publish per topic, made again after a reconnect
+    // (an external broker may have lost them). Every gateway's settings.
+    let mut retained: std::collections::HashMap<String, crate::settings::Outgoing> = settings
+        .store
+        .all_gateway_settings()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read gateway settings to publish");
+            Vec::new()
+        })
+        .iter()
+        .map(|r| {
+            let o = crate::settings::Outgoing::config(r);
+            (o.topic.clone(), o)
+        })
+        .collect();
+    let mut outbox = settings.outbox;
+    let publish_now = |client: &AsyncClient, o: &crate::settings::Outgoing| {
+        if let Err(e) = client.try_publish(
+            o.topic.clone(),
+            QoS::AtLeastOnce,
+            o.retain,
+            o.payload.clone(),
+        ) {
+            tracing::warn!(topic = %o.topic, error = %e, "publish could not be queued; made again at the next reconnect");
+        }
+    };
 
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
             _ = announce.tick(), if listening => {
                 let _ = client.try_publish(contract::BRIDGE_STATUS_TOPIC, QoS::AtLeastOnce, true, "online");
+                continue;
+            }
+            Some(out) = outbox.recv() => {
+                if listening {
+                    publish_now(&client, &out);
+                }
+                if out.retain {
+                    retained.insert(out.topic.clone(), out);
+                }
                 continue;
             }
             event = eventloop.poll() => event,
@@ -131,6 +171,7 @@ pub async fn run(
                     contract::BATCH_FILTER,
                     contract::STATUS_FILTER,
                     contract::HEARTBEAT_FILTER,
+                    trygg_uplink::remote_config::CONFIG_RESULT_FILTER,
                 ];
                 let subs =
                     filters.map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
@@ -150,12 +191,23 @@ pub async fn run(
                 ) {
                     tracing::warn!(error = %e, "bridge status could not be queued");
                 }
+                for o in retained.values() {
+                    publish_now(&client, o);
+                }
                 if let Some(tx) = subscribed.take() {
                     let _ = tx.send(());
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                take(publish, &ordered_tx, &writer, &metrics, &settings.seen).await?;
+                take(
+                    publish,
+                    &ordered_tx,
+                    &writer,
+                    &metrics,
+                    &settings.seen,
+                    &settings.store,
+                )
+                .await?;
             }
             Ok(_) => {}
             Err(e) => {
@@ -279,8 +331,50 @@ async fn take(
     writer: &StoreWriter,
     metrics: &Arc<Metrics>,
     seen: &tokio::sync::mpsc::UnboundedSender<String>,
+    store: &crate::store::Store,
 ) -> Result<(), UplinkError> {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if let Some(gw) = contract::gateway_of_topic(&topic, "config-result") {
+        let _ = seen.send(gw.to_string());
+        match serde_json::from_slice::<trygg_uplink::remote_config::ConfigResult>(&publish.payload)
+        {
+            Ok(result) => {
+                let (store, gw) = (store.clone(), gw.to_string());
+                let answered = tokio::task::spawn_blocking(move || {
+                    store
+                        .gateway_settings_answered(&gw, &result, crate::store::now_ms())
+                        .map(|r| (gw, result, r))
+                })
+                .await;
+                match answered {
+                    Ok(Ok((gw, result, _))) if result.applied => {
+                        metrics.inc("gateway_settings_answers_total", "outcome=\"applied\"");
+                        tracing::info!(gateway = %gw, version = result.version, "gateway applied its settings");
+                    }
+                    Ok(Ok((gw, result, _))) => {
+                        metrics.inc("gateway_settings_answers_total", "outcome=\"refused\"");
+                        tracing::warn!(gateway = %gw, version = result.version, error = ?result.error, "gateway refused its settings; nothing of them was applied");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "a gateway's settings answer could not be stored")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a gateway's settings answer could not be stored")
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.inc("gateway_settings_answers_total", "outcome=\"unreadable\"");
+                tracing::warn!(gateway = gw, error = %e, "a gateway's settings answer cannot be read; ignored");
+            }
+        }
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
+        return Ok(());
+    }
     if let Some(gw) = contract::gateway_of_topic(&topic, "heartbeat") {
         let _ = seen.send(gw.to_string());
         let _ = ordered.send(Taken {

@@ -295,6 +295,26 @@ pub struct Device {
     /// 0 turns supervision off for it.
     #[serde(default)]
     pub supervision_s: Option<u64>,
+    /// Sent to the device on its `cfg` topic (retained): its heartbeat
+    /// period, seconds. Usually set from the backend (config push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_s: Option<u32>,
+    /// Sent to the device on its `cfg` topic: how long a press may be
+    /// cancelled before it is an alarm, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_alarm_s: Option<u16>,
+}
+
+impl Device {
+    /// What the device is sent on its `cfg` topic, if anything.
+    pub fn cfg_payload(&self) -> Option<String> {
+        trygg_uplink::remote_config::DeviceSettings {
+            supervision_s: None,
+            heartbeat_s: self.heartbeat_s,
+            pre_alarm_s: self.pre_alarm_s,
+        }
+        .device_cfg()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]

@@ -207,6 +207,8 @@ fn print_one(d: &Value, as_json: bool, now: u64) -> anyhow::Result<()> {
         ("resident", text(&d["resident"])),
         ("supervision", supervision(d)),
         ("state", text(&h["supervision"])),
+        ("heartbeat", seconds_or_default(&d["heartbeat_s"])),
+        ("pre-alarm", seconds_or_default(&d["pre_alarm_s"])),
         ("battery", battery(h)),
         ("signal", rssi(h)),
         ("last message", ago(&h["last_seen_ms"], now)),
@@ -283,6 +285,13 @@ fn supervision(d: &Value) -> String {
         Some(s) => format!("{s} s"),
         None => "off".into(),
     }
+}
+
+/// A device setting sent on its cfg topic; unset, the device's own default.
+fn seconds_or_default(v: &Value) -> String {
+    v.as_u64()
+        .map(|s| format!("{s} s"))
+        .unwrap_or_else(|| "device default".into())
 }
 
 fn battery(h: &Value) -> String {

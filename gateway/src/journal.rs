@@ -83,6 +83,21 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 /// journal opened with another key is known at once.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_CHECK: &str = "key_check";
+/// In `meta`: the last settings version pushed by the backend, sealed JSON
+/// ([`RemoteConfigState`]).
+const REMOTE_CONFIG: &str = "remote_config";
+
+/// The settings the backend pushed: the last version applied, and the
+/// answer to the last version received (applied or refused).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteConfigState {
+    /// 0 while none was applied.
+    pub applied_version: u64,
+    /// Those of `applied_version`.
+    pub settings: trygg_uplink::remote_config::GatewaySettings,
+    pub last: trygg_uplink::remote_config::ConfigResult,
+    pub at_ms: u64,
+}
 /// In `counters`: 1 once the register was seeded from the config.
 const REGISTER_SEEDED: &str = "register_seeded";
 
@@ -670,6 +685,31 @@ impl Journal {
                     }
                 }
             }
+        }
+        txn.commit().map_err(st)?;
+        self.commits += 1;
+        Ok(())
+    }
+
+    /// Records a settings version from the backend, with the register
+    /// entries it changes, in one durable transaction.
+    pub fn write_remote_config(
+        &mut self,
+        state: &RemoteConfigState,
+        writes: &[(String, crate::config::Device)],
+    ) -> Result<(), JournalError> {
+        let db = db_of(&self.slot)?;
+        let mut txn = db.begin_write().map_err(st)?;
+        txn.set_durability(Durability::Immediate).map_err(st)?;
+        {
+            let mut devices = txn.open_table(DEVICES).map_err(st)?;
+            for (id, d) in writes {
+                let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
+                devices.insert(id.as_str(), sealed.as_slice()).map_err(st)?;
+            }
+            let mut meta = txn.open_table(META).map_err(st)?;
+            let sealed = self.sealer.seal(META.name(), &serde_json::to_vec(state)?);
+            meta.insert(REMOTE_CONFIG, sealed.as_slice()).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         self.commits += 1;
@@ -1341,6 +1381,22 @@ impl JournalReader {
         Ok(out)
     }
 
+    /// The last settings version the backend pushed, if any.
+    pub fn remote_config(&self) -> Result<Option<RemoteConfigState>, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(st(e)),
+        };
+        let Some(v) = table.get(REMOTE_CONFIG).map_err(st)? else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_slice(
+            &self.sealer.open(META.name(), v.value())?,
+        )?))
+    }
+
     /// The newest dead letters, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, JournalError> {
         let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
@@ -1402,6 +1458,8 @@ mod tests {
             room: Some("Stue-room".into()),
             resident: Some("resident-pseudonym-42".into()),
             supervision_s: None,
+            heartbeat_s: None,
+            pre_alarm_s: None,
         };
         j.devices_or_seed(std::slice::from_ref(&device)).unwrap();
         // Read back in the clear through the journal.
@@ -1447,6 +1505,8 @@ mod tests {
             room: Some("Kjokken-room".into()),
             resident: None,
             supervision_s: None,
+            heartbeat_s: None,
+            pre_alarm_s: None,
         };
         j.devices_or_seed(std::slice::from_ref(&device)).unwrap();
         drop(j);

@@ -24,6 +24,7 @@ pub mod journal;
 mod local_api;
 pub mod local_io;
 pub mod register;
+mod remote_config;
 pub mod seal;
 mod service;
 pub mod supervision;

@@ -150,6 +150,14 @@ pub(crate) fn status_view(s: &Shared) -> serde_json::Value {
         "disk_full": s.disk_full.load(Ordering::Relaxed),
         "devices_silent": s.silent.lock().map(|v| v.clone()).unwrap_or_default(),
         "heartbeats": heartbeats,
+        "heartbeat_s": s.heartbeat_s.load(Ordering::Relaxed),
+        // Settings pushed by the backend: the version applied, and the
+        // answer to the last version received.
+        "settings": s.reader.remote_config().ok().flatten().map(|r| json!({
+            "applied_version": r.applied_version,
+            "last": r.last,
+            "at_ms": r.at_ms,
+        })),
     })
 }
 
@@ -193,6 +201,9 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         "room": d.room,
         "resident": d.resident,
         "supervision_s": period,
+        // What the device is sent on its cfg topic (unset: its own default).
+        "heartbeat_s": d.heartbeat_s,
+        "pre_alarm_s": d.pre_alarm_s,
         "health": {
             "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
             "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),

@@ -98,6 +98,20 @@ pub(crate) struct Shared {
     /// The way to the journal thread for the local API's requests; taken
     /// away at shutdown so that the journal can close.
     pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
+    /// The heartbeat to the backend, seconds (the config's, or the
+    /// backend's pushed settings).
+    pub heartbeat_s: std::sync::atomic::AtomicU64,
+    /// Devices whose `cfg` is to be (re)published to them, retained.
+    pub device_cfg: Mutex<Option<mpsc::UnboundedSender<String>>>,
+}
+
+impl Shared {
+    /// Asks for `id`'s settings to be published to it (if it has any).
+    pub fn publish_cfg(&self, id: &str) {
+        if let Some(tx) = self.device_cfg.lock().ok().and_then(|t| t.clone()) {
+            let _ = tx.send(id.to_string());
+        }
+    }
 }
 
 impl Shared {
@@ -117,6 +131,12 @@ pub(crate) enum JournalCmd {
     Devices {
         change: Change,
         reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// A settings version from the backend (or why it could not be read):
+    /// applied durably or refused; answered with what to tell the backend.
+    RemoteConfig {
+        push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+        reply: oneshot::Sender<trygg_uplink::remote_config::ConfigResult>,
     },
     /// Raise `test_alarm` as the gateway about `subject`; answered with
     /// where it was committed.
@@ -265,6 +285,18 @@ pub async fn run(
         .expect("journal open task")?;
     let mut register = Register::empty(&config);
     register.extend(devices);
+    // Settings the backend pushed win over the config's.
+    let mut heartbeat_s = config.uplink.heartbeat_s;
+    if let Some(remote) = journal.reader().remote_config()? {
+        register.set_periods(&crate::remote_config::periods_of(&remote));
+        if let Some(h) = remote.settings.heartbeat_s {
+            heartbeat_s = h;
+        }
+        tracing::info!(
+            version = remote.applied_version,
+            "settings pushed by the backend applied over the config"
+        );
+    }
     if seeded {
         tracing::info!(
             devices = register.len(),
@@ -306,6 +338,8 @@ pub async fn run(
         register: Arc::new(RwLock::new(register)),
         last_seen: Mutex::new(HashMap::new()),
         admin: Mutex::new(None),
+        heartbeat_s: heartbeat_s.into(),
+        device_cfg: Mutex::new(None),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -377,6 +411,44 @@ pub async fn run(
         .set_max_packet_size(1024 * 1024, 64 * 1024)
         .set_inflight(1000);
     let (local, mut local_loop) = AsyncClient::new(opts, 10_000);
+    // Device settings (`cfg`, retained) as the register says, to the devices
+    // named on this channel; all of them at every connect.
+    let (cfg_tx, mut cfg_rx) = mpsc::unbounded_channel::<String>();
+    if let Ok(mut slot) = shared.device_cfg.lock() {
+        *slot = Some(cfg_tx);
+    }
+    {
+        let local = local.clone();
+        // Not `shared`: that would keep the journal open after shutdown.
+        let register = shared.register.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    id = cfg_rx.recv() => match id {
+                        Some(id) => id,
+                        None => break,
+                    },
+                };
+                let payload = register
+                    .read()
+                    .ok()
+                    .and_then(|r| r.get(&id).and_then(|d| d.cfg_payload()));
+                if let Some(payload) = payload {
+                    let topic = topic::device_topic(&id, "cfg");
+                    if local
+                        .publish(topic.as_str(), QoS::AtLeastOnce, true, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    tracing::debug!(device = %id, "device settings published");
+                }
+            }
+        });
+    }
     // Receipts and acks are small writes: without TCP_NODELAY, Nagle holds
     // each second one back for the peer's delayed ACK (40 ms on Linux).
     local_loop.network_options.set_tcp_nodelay(true);
@@ -553,6 +625,16 @@ pub async fn run(
                         );
                         for filter in [topic::EVENTS_FILTER, topic::HEARTBEATS_FILTER] {
                             let _ = local.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                        // The embedded broker forgets retained settings
+                        // when it restarts with the gateway: say them again.
+                        let ids: Vec<String> = shared
+                            .register
+                            .read()
+                            .map(|r| r.devices().map(|d| d.id.clone()).collect())
+                            .unwrap_or_default();
+                        for id in ids {
+                            shared.publish_cfg(&id);
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.cancel(),
@@ -736,6 +818,9 @@ fn journal_loop(
                     // In order with the messages around it: those before
                     // were classified against the register before it.
                     let _ = reply.send(change_devices(&mut journal, shared, &change));
+                }
+                JournalCmd::RemoteConfig { push, reply } => {
+                    let _ = reply.send(remote_config(&mut journal, shared, push));
                 }
                 JournalCmd::TestAlarm { subject, reply } => {
                     let place =
@@ -1001,14 +1086,113 @@ fn change_devices(
         .unwrap_or_else(|e| e.into_inner())
         .apply(&writes);
     match change {
-        Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
+        Change::Add(d) => {
+            shared.publish_cfg(&d.id);
+            tracing::info!(device = %d.id, kind = ?d.device_type, "device paired")
+        }
         Change::Swap { old, new_id } => {
+            shared.publish_cfg(new_id);
             tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement; the old id is refused from now on")
         }
         Change::Remove(id) => tracing::info!(device = %id, "device removed from the register"),
     }
     shared.metrics.inc("device_register_changes_total", "");
     Ok(())
+}
+
+/// Applies a settings version from the backend, or refuses it; returns the
+/// answer. A version at or below the last one is answered as before.
+fn remote_config(
+    journal: &mut Journal,
+    shared: &Shared,
+    push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+) -> trygg_uplink::remote_config::ConfigResult {
+    use crate::remote_config::{plan, refused};
+    use trygg_uplink::remote_config::ConfigResult;
+    let prev = match journal.reader().remote_config() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the last settings version; the push is not applied now");
+            return ConfigResult {
+                v: 1,
+                version: push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v),
+                applied: false,
+                error: Some(format!("the gateway's journal cannot be read: {e}")),
+            };
+        }
+    };
+    let version = push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v);
+    if let Some(prev) = &prev {
+        if version == prev.last.version && version > 0 {
+            return prev.last.clone();
+        }
+        if version < prev.last.version {
+            return ConfigResult {
+                v: 1,
+                version,
+                applied: false,
+                error: Some(format!(
+                    "version {version} is older than version {} this gateway has",
+                    prev.last.version
+                )),
+            };
+        }
+    }
+    let now = now_ms();
+    let outcome = {
+        let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
+        push.and_then(|p| plan(&p, &register, now).map_err(|e| (p.version, e)))
+    };
+    match outcome {
+        Ok(plan) => {
+            if let Err(e) = journal.write_remote_config(&plan.state, &plan.writes) {
+                tracing::error!(error = %e, version, "settings version not applied: the journal could not commit it");
+                return ConfigResult {
+                    v: 1,
+                    version,
+                    applied: false,
+                    error: Some(format!("the gateway's journal could not commit it: {e}")),
+                };
+            }
+            {
+                let mut register = shared.register.write().unwrap_or_else(|e| e.into_inner());
+                let writes: Vec<_> = plan
+                    .writes
+                    .iter()
+                    .map(|(id, d)| (id.clone(), Some(d.clone())))
+                    .collect();
+                register.apply(&writes);
+                register.set_periods(&plan.periods);
+            }
+            if let Some(h) = plan.state.settings.heartbeat_s {
+                shared
+                    .heartbeat_s
+                    .store(h, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (id, _) in &plan.writes {
+                shared.publish_cfg(id);
+            }
+            shared.metrics.inc("config_versions_applied_total", "");
+            tracing::info!(
+                version,
+                devices = plan.writes.len(),
+                periods = plan.periods.len(),
+                "settings from the backend applied"
+            );
+            plan.state.last
+        }
+        Err((version, error)) => {
+            shared.metrics.inc("config_versions_refused_total", "");
+            tracing::warn!(version, error = %error, "settings from the backend refused; nothing of them was applied");
+            let state = refused(prev.as_ref(), version, error, now);
+            if version > 0 {
+                if let Err(e) = journal.write_remote_config(&state, &[]) {
+                    tracing::error!(error = %e, "the refusal could not be kept; it is answered all the same");
+                }
+            }
+            state.last
+        }
+    }
 }
 
 /// The journal's timer: retake the disk reserve after a full disk, and
@@ -1105,6 +1289,8 @@ enum UplinkEvent {
     Backend(bool),
     Disconnected(String),
     Receipt(UplinkReceipt),
+    /// A settings version from the backend.
+    Config(Bytes),
 }
 
 async fn uplink_loop(
@@ -1125,7 +1311,8 @@ async fn uplink_loop(
     let receipt_topic = contract::receipt_topic(&gw);
     let batch_topic = contract::batch_topic(&gw);
     let heartbeat_topic = contract::heartbeat_topic(&gw);
-    let heartbeat_every = Duration::from_secs(config.uplink.heartbeat_s);
+    let config_topic = trygg_uplink::remote_config::config_topic(&gw);
+    let config_result_topic = trygg_uplink::remote_config::config_result_topic(&gw);
     let mut last_heartbeat = Instant::now();
     let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
     opts.set_clean_start(false)
@@ -1153,6 +1340,7 @@ async fn uplink_loop(
         let client = client.clone();
         let receipt_topic = receipt_topic.clone();
         let status_topic = status_topic.clone();
+        let config_topic = config_topic.clone();
         let reconnect_max = Duration::from_millis(config.uplink.reconnect_max_ms);
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
@@ -1171,6 +1359,9 @@ async fn uplink_loop(
                             .subscribe(contract::BRIDGE_STATUS_TOPIC, Q5::AtLeastOnce)
                             .await;
                         let _ = client
+                            .subscribe(config_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
                         let _ = ev_tx.send(UplinkEvent::Connected).await;
@@ -1180,6 +1371,11 @@ async fn uplink_loop(
                     {
                         let online = p.payload.as_ref() == b"online";
                         let _ = ev_tx.send(UplinkEvent::Backend(online)).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == config_topic.as_bytes() =>
+                    {
+                        let _ = ev_tx.send(UplinkEvent::Config(p.payload)).await;
                     }
                     Ok(E5::Incoming(P5::Publish(p))) => {
                         match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
@@ -1287,6 +1483,26 @@ async fn uplink_loop(
                     shared.uplink_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     state.on_disconnected();
                 }
+                Some(UplinkEvent::Config(payload)) => {
+                    // Applied (or refused) by the journal thread, answered
+                    // once durable; uplink traffic goes on meanwhile.
+                    let push = crate::remote_config::parse(&payload);
+                    if let Err((version, e)) = &push {
+                        tracing::warn!(version, error = %e, "a settings push from the backend cannot be read");
+                    }
+                    let (reply, answer) = oneshot::channel();
+                    if journal_tx.send(JournalCmd::RemoteConfig { push, reply }).await.is_err() {
+                        break;
+                    }
+                    let client = client.clone();
+                    let topic = config_result_topic.clone();
+                    tokio::spawn(async move {
+                        if let Ok(result) = answer.await {
+                            let body = serde_json::to_vec(&result).expect("results serialize");
+                            let _ = client.publish(topic, Q5::AtLeastOnce, false, body).await;
+                        }
+                    });
+                }
                 Some(UplinkEvent::Receipt(r)) => {
                     shared.metrics.inc("uplink_receipts_total", "");
                     let ranges = state.on_receipt(&r);
@@ -1301,6 +1517,9 @@ async fn uplink_loop(
                 journal_open = changed.is_ok();
             }
             _ = tick.tick() => {
+                let heartbeat_every = Duration::from_secs(
+                    shared.heartbeat_s.load(std::sync::atomic::Ordering::Relaxed).max(1),
+                );
                 if state.connected() && last_heartbeat.elapsed() >= heartbeat_every {
                     last_heartbeat = Instant::now();
                     let _ = client

@@ -866,6 +866,8 @@ fn device_of(lang: Lang, id: &str, form: &Form) -> Result<Device, String> {
         room: form.get("room").map(str::to_string),
         resident: form.get("resident").map(str::to_string),
         supervision_s,
+        heartbeat_s: None,
+        pre_alarm_s: None,
     })
 }
 
