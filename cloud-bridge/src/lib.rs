@@ -214,6 +214,7 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (forget_tx, forget_rx) = tokio::sync::mpsc::unbounded_channel();
     let known = store.gateways()?;
     let supervisor = tokio::spawn(supervision::supervise(
         supervision::GatewayWatch::new(
@@ -221,7 +222,7 @@ pub async fn run(
             known,
             tokio::time::Instant::now(),
         ),
-        seen_rx,
+        (seen_rx, forget_rx),
         store.clone(),
         writer.clone(),
         metrics.clone(),
@@ -245,6 +246,7 @@ pub async fn run(
             max_payload: BROKER_MAX_PAYLOAD,
             outbox: outbox_rx,
             store: store.clone(),
+            forget: forget_tx,
         },
         writer.clone(),
         metrics.clone(),

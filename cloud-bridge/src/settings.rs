@@ -19,6 +19,9 @@ use crate::access::{append_audit, AuditEntry};
 use crate::store::{Store, StoreError};
 
 const GATEWAY_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("gateway_settings");
+/// Gateways taken off the service: id -> when (Unix ms).
+pub(crate) const DECOMMISSIONED: TableDefinition<&str, u64> =
+    TableDefinition::new("decommissioned");
 
 /// One gateway's settings as the backend keeps them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +176,47 @@ impl Store {
         )?;
         txn.commit()?;
         Ok(updated)
+    }
+
+    /// Takes a gateway off the service at its own request (it has delivered
+    /// everything and is about to wipe itself), audited as the gateway's.
+    /// Its supervision ends; its certificate is revoked by the caller.
+    pub fn decommission_gateway(
+        &self,
+        gateway: &str,
+        pending: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_durable()?;
+        txn.open_table(DECOMMISSIONED)?.insert(gateway, now_ms)?;
+        append_audit(
+            &txn,
+            AuditEntry::new(
+                &format!("gateway/{gateway}"),
+                "gateway_decommission",
+                &format!("gateway/{gateway}"),
+                &if pending == 0 {
+                    "ok: everything delivered; the gateway wipes itself".to_string()
+                } else {
+                    format!("ok: {pending} events were NOT delivered; the gateway wipes itself")
+                },
+                "",
+                now_ms,
+            ),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// When `gateway` was decommissioned, if it was.
+    pub fn decommissioned(&self, gateway: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db().begin_read()?;
+        let t = match txn.open_table(DECOMMISSIONED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(gateway)?.map(|v| v.value()))
     }
 
     /// A gateway's settings, if any were set.

@@ -70,6 +70,8 @@ pub struct UplinkSettings {
     pub outbox: tokio::sync::mpsc::UnboundedReceiver<crate::settings::Outgoing>,
     /// Where gateways' answers to their settings are kept.
     pub store: crate::store::Store,
+    /// Gateways decommissioned, for supervision to forget.
+    pub forget: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// Runs until `cancel`, then finishes what it took and disconnects.
@@ -172,6 +174,7 @@ pub async fn run(
                     contract::STATUS_FILTER,
                     contract::HEARTBEAT_FILTER,
                     trygg_uplink::remote_config::CONFIG_RESULT_FILTER,
+                    trygg_uplink::remote_config::DECOMMISSION_FILTER,
                 ];
                 let subs =
                     filters.map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
@@ -199,15 +202,19 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                take(
+                let reply = take(
                     publish,
                     &ordered_tx,
                     &writer,
                     &metrics,
                     &settings.seen,
                     &settings.store,
+                    &settings.forget,
                 )
                 .await?;
+                if let Some(reply) = reply {
+                    publish_now(&client, &reply);
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -332,8 +339,18 @@ async fn take(
     metrics: &Arc<Metrics>,
     seen: &tokio::sync::mpsc::UnboundedSender<String>,
     store: &crate::store::Store,
-) -> Result<(), UplinkError> {
+    forget: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Option<crate::settings::Outgoing>, UplinkError> {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if let Some(gw) = contract::gateway_of_topic(&topic, "decommission") {
+        let reply = decommission(gw, &publish.payload, store, forget, metrics).await;
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
+        return Ok(Some(reply));
+    }
     if let Some(gw) = contract::gateway_of_topic(&topic, "config-result") {
         let _ = seen.send(gw.to_string());
         match serde_json::from_slice::<trygg_uplink::remote_config::ConfigResult>(&publish.payload)
@@ -373,7 +390,7 @@ async fn take(
             topic,
             answer: None,
         });
-        return Ok(());
+        return Ok(None);
     }
     if let Some(gw) = contract::gateway_of_topic(&topic, "heartbeat") {
         let _ = seen.send(gw.to_string());
@@ -382,7 +399,7 @@ async fn take(
             topic,
             answer: None,
         });
-        return Ok(());
+        return Ok(None);
     }
     if let Some(gw) = contract::gateway_of_topic(&topic, "status") {
         let status = String::from_utf8_lossy(&publish.payload);
@@ -403,7 +420,7 @@ async fn take(
             topic,
             answer: None,
         });
-        return Ok(());
+        return Ok(None);
     }
     let checked = match contract::gateway_of_topic(&topic, "batch") {
         Some(gw) => {
@@ -440,5 +457,51 @@ async fn take(
         topic,
         answer: Some(answer),
     });
-    Ok(())
+    Ok(None)
+}
+
+/// A gateway asks to be taken off the service: recorded (durable, audited),
+/// its supervision ended; answered with what came of it.
+async fn decommission(
+    gw: &str,
+    payload: &[u8],
+    store: &crate::store::Store,
+    forget: &tokio::sync::mpsc::UnboundedSender<String>,
+    metrics: &Arc<Metrics>,
+) -> crate::settings::Outgoing {
+    use trygg_uplink::remote_config::{Decommission, DecommissionResult};
+    let failed = |why: String| DecommissionResult {
+        v: 1,
+        done: false,
+        error: Some(why),
+    };
+    let result = match serde_json::from_slice::<Decommission>(payload) {
+        Err(e) => failed(format!("unreadable request: {e}")),
+        Ok(ask) => {
+            let (store, g) = (store.clone(), gw.to_string());
+            let done = tokio::task::spawn_blocking(move || {
+                store.decommission_gateway(&g, ask.pending, crate::store::now_ms())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {
+                    let _ = forget.send(gw.to_string());
+                    metrics.inc("gateways_decommissioned_total", "");
+                    tracing::warn!(gateway = gw, pending = ask.pending, "gateway decommissioned at its request: no longer supervised; it wipes itself");
+                    DecommissionResult {
+                        v: 1,
+                        done: true,
+                        error: None,
+                    }
+                }
+                Ok(Err(e)) => failed(format!("the backend could not record it: {e}")),
+                Err(e) => failed(format!("the backend could not record it: {e}")),
+            }
+        }
+    };
+    crate::settings::Outgoing {
+        topic: trygg_uplink::remote_config::decommission_result_topic(gw),
+        payload: serde_json::to_vec(&result).expect("serializes"),
+        retain: false,
+    }
 }

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod decommission;
 pub mod device_cli;
 pub mod ingest;
 pub mod journal;

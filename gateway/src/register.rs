@@ -110,6 +110,11 @@ impl Register {
         self.devices.is_empty()
     }
 
+    /// The gateway this register belongs to.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
     /// The supervision periods by type.
     pub fn periods(&self) -> &BTreeMap<DeviceType, u64> {
         &self.periods_s

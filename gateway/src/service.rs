@@ -52,6 +52,14 @@ pub enum GatewayError {
     JournalStopped,
     #[error("encryption at rest: {0}")]
     Key(#[from] crate::seal::KeyError),
+    #[error(
+        "this gateway was decommissioned ({0}): it holds no keys or data and will not start. \
+         To use the device again, remove that file, make a new config and enroll it anew \
+         (docs/operations.md)"
+    )]
+    Decommissioned(std::path::PathBuf),
+    #[error("decommission: {0}")]
+    Wipe(#[from] crate::decommission::WipeError),
 }
 
 /// Where a started gateway can be reached.
@@ -103,6 +111,20 @@ pub(crate) struct Shared {
     pub heartbeat_s: std::sync::atomic::AtomicU64,
     /// Devices whose `cfg` is to be (re)published to them, retained.
     pub device_cfg: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// A decommission, if one was asked for.
+    pub decommission: crate::decommission::Decommission,
+    /// Requests for the uplink connection.
+    pub uplink_cmd: Mutex<Option<mpsc::Sender<UplinkCmd>>>,
+}
+
+/// What the uplink connection is asked to do.
+pub(crate) enum UplinkCmd {
+    /// Ask the backend to take this gateway off the service; answered with
+    /// the backend's word.
+    Decommission {
+        pending: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl Shared {
@@ -262,6 +284,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     trygg_uplink::tls::install_crypto_provider();
+    if let Some(marker) = crate::decommission::marker_in(&config.data_dir) {
+        return Err(GatewayError::Decommissioned(marker));
+    }
     // The Pi's own pins first: with `local_io.gpio = "on"` and no GPIO,
     // stop before touching anything else.
     let local_pins = crate::local_io::open(&config.local_io)?;
@@ -340,6 +365,8 @@ pub async fn run(
         admin: Mutex::new(None),
         heartbeat_s: heartbeat_s.into(),
         device_cfg: Mutex::new(None),
+        decommission: Default::default(),
+        uplink_cmd: Mutex::new(None),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -579,7 +606,12 @@ pub async fn run(
     });
     drop(raised_tx);
 
+    let (uplink_cmd_tx, uplink_cmd_rx) = mpsc::channel::<UplinkCmd>(4);
+    if let Ok(mut slot) = shared.uplink_cmd.lock() {
+        *slot = Some(uplink_cmd_tx);
+    }
     let uplink = tokio::spawn(uplink_loop(
+        uplink_cmd_rx,
         config.clone(),
         uplink_url,
         tls,
@@ -683,9 +715,11 @@ pub async fn run(
     // Ready means taking events: subscribed at the device broker. (A
     // message published before the subscription would find no one.)
     tokio::pin!(shutdown);
+    let decommissioned = shared.decommission.stop.clone();
     let mut stopping = tokio::select! {
         _ = subscribed.cancelled() => None,
         _ = &mut shutdown => Some(false),
+        _ = decommissioned.cancelled() => Some(false),
         _ = journal_stopped.cancelled() => Some(true),
     };
     if stopping.is_none() {
@@ -699,6 +733,7 @@ pub async fn run(
         tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
         stopping = Some(tokio::select! {
             _ = &mut shutdown => false,
+            _ = decommissioned.cancelled() => false,
             _ = journal_stopped.cancelled() => true,
         });
     }
@@ -731,6 +766,21 @@ pub async fn run(
     tracing::info!("gateway stopped");
     if journal_failed {
         return Err(GatewayError::JournalStopped);
+    }
+    if shared.decommission.wipe_requested() {
+        let kek = config.key_source()?;
+        let removed = crate::decommission::wipe(
+            &config.data_dir,
+            &config.journal_path(),
+            &config.data_key_path(),
+            kek.file(),
+            &config.gateway_id,
+        )?;
+        tracing::warn!(
+            files = removed.len(),
+            dir = %config.data_dir.display(),
+            "DECOMMISSIONED: the data key was erased and the journal, keys and settings removed; this gateway will not start again"
+        );
     }
     Ok(())
 }
@@ -786,6 +836,78 @@ async fn start_technician_page(
         },
         task,
     ))
+}
+
+/// The decommission flow (see `crate::decommission`): deliver, have the
+/// backend revoke, then stop and wipe; or stop trying, wiping nothing.
+pub(crate) async fn decommission_flow(
+    shared: Arc<Shared>,
+    force: bool,
+    limits: crate::decommission::Limits,
+) {
+    use crate::decommission::Phase;
+    let d = &shared.decommission;
+    let pending = || {
+        shared
+            .reader
+            .pending_counts()
+            .map(|p| p.iter().sum::<u64>())
+            .unwrap_or(u64::MAX)
+    };
+    if force {
+        tracing::warn!(
+            pending = pending(),
+            "decommission forced: what the journal still holds is not delivered, and the backend is not asked to revoke this gateway"
+        );
+        d.wipe_and_stop();
+        return;
+    }
+    tracing::warn!("decommission: delivering what the journal holds, then asking the backend to revoke this gateway");
+    let deadline = tokio::time::Instant::now() + limits.deliver_within;
+    loop {
+        let left = pending();
+        if left == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            d.fail(format!(
+                "{left} events still wait for the backend's receipt after {} s: bring the uplink back and try again, or decommission with --force (they are lost)",
+                limits.deliver_within.as_secs()
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.set(Phase::Revoking);
+    let tx = shared.uplink_cmd.lock().ok().and_then(|t| t.clone());
+    let Some(tx) = tx else {
+        d.fail("the uplink is stopping".into());
+        return;
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx
+        .send(UplinkCmd::Decommission {
+            pending: pending(),
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        d.fail("the uplink is stopping".into());
+        return;
+    }
+    match tokio::time::timeout(limits.revoke_within, answer).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::warn!("the backend took this gateway off the service; wiping");
+            d.wipe_and_stop();
+        }
+        Ok(Ok(Err(e))) => d.fail(format!("the backend refused: {e}")),
+        Ok(Err(_)) => d.fail("the uplink stopped".into()),
+        Err(_) => d.fail(format!(
+            "the backend did not confirm within {} s: check the uplink (trygg-gateway status) and try again, or decommission with --force",
+            limits.revoke_within.as_secs()
+        )),
+    }
 }
 
 fn journal_loop(
@@ -1291,9 +1413,15 @@ enum UplinkEvent {
     Receipt(UplinkReceipt),
     /// A settings version from the backend.
     Config(Bytes),
+    /// The backend's answer to this gateway's decommission.
+    Decommissioned(Bytes),
 }
 
+// The uplink's inputs are separate channels on purpose: each has its own
+// owner and lifetime (the journal's ends at shutdown, the commands' never).
+#[allow(clippy::too_many_arguments)]
 async fn uplink_loop(
+    mut cmds: mpsc::Receiver<UplinkCmd>,
     config: Arc<Config>,
     url: MqttUrl,
     tls: Arc<rustls::ClientConfig>,
@@ -1313,6 +1441,8 @@ async fn uplink_loop(
     let heartbeat_topic = contract::heartbeat_topic(&gw);
     let config_topic = trygg_uplink::remote_config::config_topic(&gw);
     let config_result_topic = trygg_uplink::remote_config::config_result_topic(&gw);
+    let decommission_result_topic = trygg_uplink::remote_config::decommission_result_topic(&gw);
+    let mut decommission_reply: Option<oneshot::Sender<Result<(), String>>> = None;
     let mut last_heartbeat = Instant::now();
     let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
     opts.set_clean_start(false)
@@ -1341,6 +1471,7 @@ async fn uplink_loop(
         let receipt_topic = receipt_topic.clone();
         let status_topic = status_topic.clone();
         let config_topic = config_topic.clone();
+        let decommission_result_topic = decommission_result_topic.clone();
         let reconnect_max = Duration::from_millis(config.uplink.reconnect_max_ms);
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
@@ -1362,6 +1493,9 @@ async fn uplink_loop(
                             .subscribe(config_topic.clone(), Q5::AtLeastOnce)
                             .await;
                         let _ = client
+                            .subscribe(decommission_result_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
                         let _ = ev_tx.send(UplinkEvent::Connected).await;
@@ -1376,6 +1510,11 @@ async fn uplink_loop(
                         if p.topic.as_ref() == config_topic.as_bytes() =>
                     {
                         let _ = ev_tx.send(UplinkEvent::Config(p.payload)).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == decommission_result_topic.as_bytes() =>
+                    {
+                        let _ = ev_tx.send(UplinkEvent::Decommissioned(p.payload)).await;
                     }
                     Ok(E5::Incoming(P5::Publish(p))) => {
                         match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
@@ -1458,7 +1597,30 @@ async fn uplink_loop(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(cmd) = cmds.recv() => match cmd {
+                UplinkCmd::Decommission { pending, reply } => {
+                    let body = serde_json::to_vec(&trygg_uplink::remote_config::Decommission { v: 1, pending })
+                        .expect("serializes");
+                    let topic = trygg_uplink::remote_config::decommission_topic(&gw);
+                    if let Err(e) = client.publish(topic, Q5::AtLeastOnce, false, body).await {
+                        let _ = reply.send(Err(format!("cannot send the request: {e}")));
+                    } else {
+                        tracing::info!("asked the backend to take this gateway off the service");
+                        decommission_reply = Some(reply);
+                    }
+                }
+            },
             ev = ev_rx.recv() => match ev {
+                Some(UplinkEvent::Decommissioned(payload)) => {
+                    let answer = serde_json::from_slice::<trygg_uplink::remote_config::DecommissionResult>(&payload);
+                    if let Some(reply) = decommission_reply.take() {
+                        let _ = reply.send(match answer {
+                            Ok(r) if r.done => Ok(()),
+                            Ok(r) => Err(r.error.unwrap_or_else(|| "no reason given".into())),
+                            Err(e) => Err(format!("unreadable answer: {e}")),
+                        });
+                    }
+                }
                 Some(UplinkEvent::Connected) => {
                     tracing::info!(url = %url, "uplink connected; waiting for the backend to say it is listening");
                     shared.uplink_connected.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -473,6 +473,25 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert!(register_has(api, "fall-9").await.is_some());
 
+    // Decommission wipes the gateway: never over the network, even with
+    // a session and the CSRF header.
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/decommission"),
+        (reqwest::Method::POST, "/api/v1/decommission"),
+    ] {
+        let resp = s
+            .page
+            .http
+            .request(method, s.page.url(path))
+            .header(COOKIE, s.page.cookie())
+            .header("x-csrf-token", &s.page.csrf)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+
     // Logout ends the session.
     let resp = s.page.submit("/logout", &[]).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);

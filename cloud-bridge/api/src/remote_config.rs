@@ -28,6 +28,38 @@ pub const SUPERVISION_S: std::ops::RangeInclusive<u64> = 0..=7 * 24 * 3600;
 pub const DEVICE_HEARTBEAT_S: std::ops::RangeInclusive<u32> = 10..=86_400;
 pub const DEVICE_PRE_ALARM_S: std::ops::RangeInclusive<u16> = 0..=60;
 
+/// A gateway being decommissioned asks the backend to take it off the
+/// service (revoke its certificate, end its supervision), QoS 1, payload
+/// [`Decommission`]; the backend answers on [`decommission_result_topic`]
+/// with a [`DecommissionResult`] once that is durable.
+pub const DECOMMISSION_FILTER: &str = "trygg/v1/gw/+/decommission";
+
+pub fn decommission_topic(gateway: &str) -> String {
+    format!("trygg/v1/gw/{gateway}/decommission")
+}
+
+pub fn decommission_result_topic(gateway: &str) -> String {
+    format!("trygg/v1/gw/{gateway}/decommission-result")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decommission {
+    pub v: u16,
+    /// Events the gateway still held when it asked (0 unless forced).
+    #[serde(default)]
+    pub pending: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionResult {
+    pub v: u16,
+    /// The gateway is off the service: its certificate revoked, its
+    /// supervision ended.
+    pub done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 pub fn config_topic(gateway: &str) -> String {
     format!("trygg/v1/gw/{gateway}/config")
 }

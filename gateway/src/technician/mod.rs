@@ -13,6 +13,8 @@
 //!   whose account still exists with the password it logged in with:
 //!   without one, pages answer 303 to `/login` and `/api/...`, `/healthz`
 //!   and `/metrics` answer 401 JSON;
+//! - `/api/v1/decommission` is not served here (403): it wipes the
+//!   gateway, so only `trygg-gateway decommission` on the gateway itself;
 //! - every POST needs the session's CSRF token (form field `csrf` on
 //!   pages, header `X-CSRF-Token` on the API): otherwise 403, logged and
 //!   counted, and nothing changes.
@@ -59,6 +61,8 @@ pub const LOGIN_COOKIE: &str = "trygg_login";
 pub const LANG_COOKIE: &str = "trygg_lang";
 /// The largest request body read, in bytes.
 pub const MAX_BODY: usize = 16 * 1024;
+/// Routes of the loopback API that the network API does not serve.
+const LOOPBACK_ONLY: &[&str] = &["/api/v1/decommission"];
 /// Logins hashing at once (argon2id takes 19 MiB and tens of ms each: a
 /// flood of logins must not starve the Pi).
 const LOGINS_AT_ONCE: usize = 2;
@@ -110,6 +114,7 @@ impl WebState {
                 "csrf" => "reason=\"csrf\"",
                 "login_form" => "reason=\"login_form\"",
                 "invalid" => "reason=\"invalid\"",
+                "loopback_only" => "reason=\"loopback_only\"",
                 _ => "reason=\"no_session\"",
             },
         );
@@ -298,6 +303,14 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 /// The API behind a session, and a CSRF header on anything but GET/HEAD.
 async fn api_guard(State(state): State<WebState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    // Ending the gateway's service wipes it: only from the gateway itself.
+    if LOOPBACK_ONLY.contains(&parts.uri.path()) {
+        state.refused("loopback_only", parts.uri.path(), &remote_of(&parts));
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "not over the network: run `trygg-gateway decommission` on the gateway itself",
+        );
+    }
     let tech = match tech_of(&parts, &state).await {
         Ok(t) => t,
         Err(NoTech::Missing) => {
