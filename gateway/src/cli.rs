@@ -226,16 +226,57 @@ enum DeviceAction {
         /// supervision off.
         #[arg(long)]
         supervision_s: Option<u64>,
+        /// The device's key (its MQTT password), from its label. Left out,
+        /// the gateway generates one and prints it once: load it into the
+        /// device.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Replace a device: every setting (type, room, resident, supervision
     /// period) moves to NEW_ID in one step; OLD_ID is refused from then on.
+    /// The replacement gets its own key (--key, or one generated and
+    /// printed once).
     ///
     /// Example:
-    ///   trygg-gateway device swap button-2 button-9
+    ///   trygg-gateway device swap button-2 button-9 --key K7P2-9XQ4-...
     #[command(verbatim_doc_comment)]
-    Swap { old_id: String, new_id: String },
-    /// Unpair a device: its events get `rejected` (unknown_device) from now on.
+    Swap {
+        old_id: String,
+        new_id: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Give a paired device a new key (the old one stops working at its
+    /// next connect).
+    Rekey {
+        id: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Unpair a device: it cannot connect, and its events get `rejected`
+    /// (unknown_device), from now on.
     Remove { id: String },
+    /// Unknown devices asking to join (first contact, embedded broker).
+    Pending,
+    /// Accept a device asking to join: it is paired with the key it
+    /// presented, and the events it kept are taken.
+    ///
+    /// Example:
+    ///   trygg-gateway device accept button-5 --type safety_button --room hall --resident r-7f3a
+    #[command(verbatim_doc_comment)]
+    Accept {
+        id: String,
+        #[arg(long = "type")]
+        device_type: String,
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long)]
+        resident: Option<String>,
+        #[arg(long)]
+        supervision_s: Option<u64>,
+    },
+    /// Reject a device asking to join (it may ask again).
+    Reject { id: String },
 }
 
 #[derive(Subcommand)]
@@ -326,18 +367,43 @@ pub fn main() -> anyhow::Result<()> {
                     room,
                     resident,
                     supervision_s,
+                    key,
                 } => DeviceAsk::Add(serde_json::json!({
                     "id": id,
                     "type": device_type,
                     "room": room,
                     "resident": resident,
                     "supervision_s": supervision_s,
+                    "key": key,
                 })),
-                DeviceAction::Swap { old_id, new_id } => DeviceAsk::Swap {
+                DeviceAction::Swap {
+                    old_id,
+                    new_id,
+                    key,
+                } => DeviceAsk::Swap {
                     old: old_id,
                     new_id,
+                    key,
                 },
+                DeviceAction::Rekey { id, key } => DeviceAsk::Rekey { id, key },
                 DeviceAction::Remove { id } => DeviceAsk::Remove(id),
+                DeviceAction::Pending => DeviceAsk::Pending,
+                DeviceAction::Accept {
+                    id,
+                    device_type,
+                    room,
+                    resident,
+                    supervision_s,
+                } => DeviceAsk::Accept {
+                    id,
+                    settings: serde_json::json!({
+                        "type": device_type,
+                        "room": room,
+                        "resident": resident,
+                        "supervision_s": supervision_s,
+                    }),
+                },
+                DeviceAction::Reject { id } => DeviceAsk::Reject(id),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -57,6 +57,47 @@ pub struct LocalBroker {
     pub mode: BrokerMode,
     pub listen: SocketAddr,
     pub url: String,
+    /// Embedded broker: devices must connect with their id and key, and
+    /// may use only their own topics. `false` is for development only: the
+    /// gateway says so loudly, and refuses to listen beyond loopback
+    /// without it unless `allow_unauthenticated_beyond_loopback`.
+    #[serde(default = "yes")]
+    pub device_auth: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_unauthenticated_beyond_loopback: bool,
+    /// Embedded broker: an unknown device may connect with a key of its
+    /// choosing, confined to its own topics, and waits as a join request
+    /// (`trygg-gateway device pending`) until a technician accepts it; its
+    /// events are kept on the device until then. Mosquitto cannot do this.
+    #[serde(default = "yes")]
+    pub first_contact: bool,
+    /// External Mosquitto: the password and ACL files the gateway writes
+    /// from its register (mosquitto.conf's `password_file` and `acl_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_acl_file: Option<PathBuf>,
+    /// How to make Mosquitto reload them: SIGHUP to the pid in this file,
+    /// and/or this command (run with `sh -c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_pid_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_reload_command: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl LocalBroker {
+    /// Whether the gateway writes Mosquitto's password and ACL files.
+    pub fn manages_mosquitto(&self) -> bool {
+        self.mode == BrokerMode::External && self.mosquitto_password_file.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -295,6 +336,11 @@ pub struct Device {
     /// 0 turns supervision off for it.
     #[serde(default)]
     pub supervision_s: Option<u64>,
+    /// The hash of the device's key (its MQTT password), in Mosquitto's
+    /// `$7$` format (see [`crate::credentials`]); never the key itself.
+    /// A device without one cannot connect to a broker that checks keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
     /// Sent to the device on its `cfg` topic (retained): its heartbeat
     /// period, seconds. Usually set from the backend (config push).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,6 +439,32 @@ impl Config {
                 ));
             }
         }
+        let b = &self.local_broker;
+        if b.mode == BrokerMode::Embedded
+            && !b.device_auth
+            && !b.listen.ip().is_loopback()
+            && !b.allow_unauthenticated_beyond_loopback
+        {
+            return Err(invalid(
+                "local_broker.device_auth",
+                "is false while the embedded broker listens beyond loopback: anyone on the network could send events as any device. Turn device_auth on, listen on 127.0.0.1, or (never in a home) set allow_unauthenticated_beyond_loopback = true",
+            ));
+        }
+        if b.mosquitto_password_file.is_some() != b.mosquitto_acl_file.is_some() {
+            return Err(invalid(
+                "local_broker.mosquitto_acl_file",
+                "mosquitto_password_file and mosquitto_acl_file go together: give both (see docs/operations.md, Mosquitto)",
+            ));
+        }
+        if b.mosquitto_password_file.is_some()
+            && b.mosquitto_pid_file.is_none()
+            && b.mosquitto_reload_command.is_none()
+        {
+            return Err(invalid(
+                "local_broker.mosquitto_pid_file",
+                "the gateway must be able to make Mosquitto reload its files: give mosquitto_pid_file (Mosquitto's pid_file) or mosquitto_reload_command (e.g. \"systemctl reload mosquitto\")",
+            ));
+        }
         let uplink =
             MqttUrl::parse(&self.uplink.url).map_err(|e| invalid("uplink.url", e.to_string()))?;
         if !uplink.tls {
@@ -478,6 +550,15 @@ impl Config {
                 return Err(invalid(
                     format!("devices[{i}].id"),
                     "must differ from gateway_id: the gateway reports its own events under its id",
+                ));
+            }
+            if d.key_hash
+                .as_deref()
+                .is_some_and(|h| !crate::credentials::is_valid_hash(h))
+            {
+                return Err(invalid(
+                    format!("devices[{i}].key_hash"),
+                    "is not a `$7$...` hash as mosquitto_passwd writes it: leave it out and pair the device with `trygg-gateway device rekey ID`",
                 ));
             }
             if !seen.insert(d.id.as_str()) {

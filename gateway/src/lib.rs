@@ -18,12 +18,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod decommission;
+pub mod device_auth;
 pub mod device_cli;
 pub mod ingest;
 pub mod journal;
 mod local_api;
 pub mod local_io;
+pub mod mosquitto;
 pub mod register;
 mod remote_config;
 pub mod seal;

@@ -15,6 +15,11 @@
 //! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
 //! - `POST /api/v1/decommission`  `{"confirm": gateway id, "force"?, "deliver_within_s"?}`:
 //!   deliver, have the backend revoke, then stop and wipe (202; progress at GET)
+//! - `POST /api/v1/devices/{id}/key`   `{"key"?}`: a new key (generated and shown once if none given)
+//! - `GET /api/v1/devices/pending`  unknown devices asking to join (first contact)
+//! - `POST /api/v1/devices/pending/{id}/accept`  `{"type","room","resident","supervision_s"?}`:
+//!   pair it with the key it presented (201)
+//! - `DELETE /api/v1/devices/pending/{id}`  reject it (204)
 //! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
 //!   wait for the backend's receipt (200 confirmed, 504 not yet)
 //!
@@ -60,6 +65,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(show_device).delete(remove_device),
         )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
+        .route("/api/v1/devices/{id}/key", post(rekey_device))
+        .route("/api/v1/devices/pending", get(list_pending))
+        .route("/api/v1/devices/pending/{id}/accept", post(accept_pending))
+        .route(
+            "/api/v1/devices/pending/{id}",
+            axum::routing::delete(reject_pending),
+        )
         .route("/api/v1/test-alarm", post(test_alarm))
         .route(
             "/api/v1/decommission",
@@ -210,6 +222,7 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         // What the device is sent on its cfg topic (unset: its own default).
         "heartbeat_s": d.heartbeat_s,
         "pre_alarm_s": d.pre_alarm_s,
+        "has_key": d.key_hash.is_some(),
         "health": {
             "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
             "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),
@@ -255,13 +268,18 @@ async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Re
 /// Why a request was refused: the status and the message to show.
 pub(crate) type Refusal = (StatusCode, String);
 
-/// Sends `change` to the journal thread and answers with `shown` (the
-/// device as it is now, or `{"removed": id}`) once the change is durable.
-pub(crate) async fn apply_change(
+fn refused((status, message): Refusal) -> Response {
+    error(status, message)
+}
+
+type ChangeReply = tokio::sync::oneshot::Sender<Result<(), DeviceChangeError>>;
+
+/// Sends the command `make` builds to the journal thread and waits until
+/// it is durable; why not otherwise (counted and logged).
+async fn ask_change(
     s: &Shared,
-    change: Change,
-    shown: &str,
-) -> Result<serde_json::Value, Refusal> {
+    make: impl FnOnce(ChangeReply) -> JournalCmd,
+) -> Result<(), Refusal> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let stopping = || {
         (
@@ -269,29 +287,78 @@ pub(crate) async fn apply_change(
             "the gateway is stopping".to_string(),
         )
     };
-    if s.ask(JournalCmd::Devices { change, reply }).await.is_none() {
+    if s.ask(make(reply)).await.is_none() {
         return Err(stopping());
     }
     match answer.await {
         Err(_) => Err(stopping()),
-        Ok(Ok(())) => Ok(one_device_view(s, shown).unwrap_or_else(|| json!({ "removed": shown }))),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(DeviceChangeError::Register(e))) => {
-            let status = match e {
-                RegisterError::AlreadyPaired(_) => StatusCode::CONFLICT,
-                RegisterError::NotFound(_) => StatusCode::NOT_FOUND,
-                RegisterError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            let (status, code) = match e {
+                RegisterError::AlreadyPaired(_) => (StatusCode::CONFLICT, "already_paired"),
+                RegisterError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                RegisterError::NotPending(_) => (StatusCode::NOT_FOUND, "not_pending"),
+                RegisterError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             };
+            s.metrics.inc(
+                "device_register_refused_total",
+                &format!("reason=\"{code}\""),
+            );
+            tracing::warn!(error = %e, "device register request refused");
             Err((status, e.to_string()))
         }
         Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }
 
+/// Sends `change` to the journal thread and, once it is durable, answers
+/// with the device `shown` as it is now (or `{"removed": id}`), and `key`
+/// (a key the gateway generated, shown this once).
+pub(crate) async fn apply_change(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    ask_change(s, |reply| JournalCmd::Devices { change, reply }).await?;
+    let mut body = one_device_view(s, shown).unwrap_or_else(|| json!({ "removed": shown }));
+    if let Some(k) = key {
+        body["key"] = json!(k);
+        body["key_note"] = json!("generated by the gateway and shown only this once: load it into the device (its MQTT password) now");
+    }
+    Ok(body)
+}
+
 /// [`apply_change`] as an HTTP answer.
 async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
-    match apply_change(s, change, shown).await {
+    change_with_key(s, change, shown, status, None).await
+}
+
+async fn change_with_key(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    status: StatusCode,
+    key: Option<String>,
+) -> Response {
+    match apply_change(s, change, shown, key).await {
         Ok(body) => (status, Json(body)).into_response(),
-        Err((status, message)) => error(status, message),
+        Err(r) => refused(r),
+    }
+}
+
+/// The key to pair with: the one given (checked), else a new one, which
+/// is returned to be shown once.
+fn key_or_generate(given: Option<String>) -> Result<(String, Option<String>), Refusal> {
+    match given {
+        Some(k) => match crate::credentials::check_key(&k) {
+            Ok(()) => Ok((crate::credentials::hash_key(&k), None)),
+            Err(e) => Err((StatusCode::UNPROCESSABLE_ENTITY, format!("`key`: {e}"))),
+        },
+        None => {
+            let k = crate::credentials::generate_key();
+            Ok((crate::credentials::hash_key(&k), Some(k)))
+        }
     }
 }
 
@@ -306,12 +373,173 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>
 }
 
 async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let device: Device = match parse(&body) {
-        Ok(d) => d,
+    // The register entry, plus the device's `key` (hashed here, never kept).
+    let mut value: serde_json::Value = match parse(&body) {
+        Ok(v) => v,
         Err(r) => return *r,
     };
+    let key = match value.as_object_mut().map(|o| o.remove("key")) {
+        Some(Some(serde_json::Value::String(k))) => Some(k),
+        Some(Some(serde_json::Value::Null)) | Some(None) => None,
+        Some(Some(_)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "`key` must be a string"),
+        None => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request body must be a JSON object",
+            )
+        }
+    };
+    let device: Device = match serde_json::from_value(value) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the request body: {e}"),
+            )
+        }
+    };
+    match pair(&s, device, key).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Pairs `device` with `key` (checked, and kept only as its hash), or with
+/// the `key_hash` it has, or with a key generated here (in the answer,
+/// shown this once).
+pub(crate) async fn pair(
+    s: &Shared,
+    mut device: Device,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    let shown_key = match (&device.key_hash, key) {
+        (Some(_), Some(_)) => {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give `key` or `key_hash`, not both".into(),
+            ))
+        }
+        (Some(_), None) => None,
+        (None, key) => {
+            let (hash, shown) = key_or_generate(key)?;
+            device.key_hash = Some(hash);
+            shown
+        }
+    };
     let id = device.id.clone();
-    change(&s, Change::Add(device), &id, StatusCode::CREATED).await
+    apply_change(s, Change::Add(device), &id, shown_key).await
+}
+
+async fn rekey_device(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Rekey {
+        key: Option<String>,
+    }
+    let ask: Rekey = if body.iter().all(u8::is_ascii_whitespace) {
+        Rekey::default()
+    } else {
+        match parse(&body) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        }
+    };
+    let (key_hash, shown) = match key_or_generate(ask.key) {
+        Ok(k) => k,
+        Err(r) => return refused(r),
+    };
+    let change = Change::Rekey {
+        id: id.clone(),
+        key_hash,
+    };
+    change_with_key(&s, change, &id, StatusCode::OK, shown).await
+}
+
+async fn list_pending(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(pending_views(&s))
+}
+
+/// The devices asking to join, as `GET /api/v1/devices/pending` lists them.
+pub(crate) fn pending_views(s: &Shared) -> Vec<serde_json::Value> {
+    s.gate
+        .pending_list()
+        .into_iter()
+        .map(|(id, p)| {
+            json!({
+                "device": id,
+                "first_seen_ms": p.first_seen_ms,
+                "last_seen_ms": p.last_seen_ms,
+                "attempts": p.attempts,
+            })
+        })
+        .collect()
+}
+
+async fn accept_pending(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Accept {
+        #[serde(rename = "type")]
+        device_type: crate::config::DeviceType,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        resident: Option<String>,
+        #[serde(default)]
+        supervision_s: Option<u64>,
+    }
+    let a: Accept = match parse(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let device = Device {
+        id: id.clone(),
+        device_type: a.device_type,
+        room: a.room,
+        resident: a.resident,
+        supervision_s: a.supervision_s,
+        key_hash: None,
+        heartbeat_s: None,
+        pre_alarm_s: None,
+    };
+    match accept(&s, device).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Pairs a device that asked to join (with the key it presented) at its
+/// place: `device` without a key.
+pub(crate) async fn accept(s: &Shared, device: Device) -> Result<serde_json::Value, Refusal> {
+    let id = device.id.clone();
+    ask_change(s, |reply| JournalCmd::Accept { device, reply }).await?;
+    s.metrics.inc("device_join_requests_accepted_total", "");
+    one_device_view(s, &id).ok_or_else(|| {
+        (
+            StatusCode::CONFLICT,
+            format!("device `{id}` was removed meanwhile"),
+        )
+    })
+}
+
+async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match reject(&s, id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Refuses a device that asked to join.
+pub(crate) async fn reject(s: &Shared, id: String) -> Result<(), Refusal> {
+    ask_change(s, |reply| JournalCmd::Reject { id, reply }).await
 }
 
 async fn swap_device(
@@ -323,22 +551,36 @@ async fn swap_device(
     #[serde(deny_unknown_fields)]
     struct Swap {
         new_id: String,
+        /// The replacement's key (from its label); generated if not given.
+        #[serde(default)]
+        key: Option<String>,
     }
     let swap: Swap = match parse(&body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let new_id = swap.new_id.clone();
-    change(
-        &s,
-        Change::Swap {
-            old,
-            new_id: swap.new_id,
-        },
-        &new_id,
-        StatusCode::OK,
-    )
-    .await
+    match self::swap(&s, old, swap.new_id, swap.key).await {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Moves every setting of `old` to `new_id` in one step, with the
+/// replacement's `key` (generated if not given, and then in the answer,
+/// shown this once).
+pub(crate) async fn swap(
+    s: &Shared,
+    old: String,
+    new_id: String,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    let (new_key_hash, shown) = key_or_generate(key)?;
+    let change = Change::Swap {
+        old,
+        new_id: new_id.clone(),
+        new_key_hash: Some(new_key_hash),
+    };
+    apply_change(s, change, &new_id, shown).await
 }
 
 async fn remove_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

@@ -18,6 +18,9 @@ use crate::home::SimHome;
 #[derive(Clone, Debug)]
 pub struct DemoReady {
     pub device_broker: MqttUrl,
+    /// The simulator's own broker, where `trygg-sim press` asks a
+    /// simulated button to be pressed.
+    pub control_broker: MqttUrl,
     pub api: SocketAddr,
     /// The staff console (log in with the demo users printed at start).
     pub console: SocketAddr,
@@ -30,8 +33,9 @@ impl DemoReady {
     /// The one line that says the demo is up (scripts and tests parse it).
     pub fn line(&self) -> String {
         format!(
-            "trygg demo ready: device-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={} console=http://{}",
+            "trygg demo ready: device-broker={} control-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={} console=http://{}",
             self.device_broker,
+            self.control_broker,
             self.api,
             self.backend_broker,
             self.gateway_api,
@@ -118,6 +122,12 @@ pub async fn run_demo(
         t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     }
     let technician_login = demo_technician(&gw.data_dir)?;
+    // The simulated devices' keys, paired with the gateway (the secret
+    // they come from is kept with the demo's data, so that a register kept
+    // from an earlier run still matches).
+    crate::keys::init_from_file(&data_dir.join("sim-device-keys.secret"))
+        .context("the simulated devices' key secret")?;
+    crate::keys::with_keys(&mut gw.devices);
     let devices = gw.devices.clone();
     let (gtx, grx) = tokio::sync::oneshot::channel();
     let gateway = tokio::spawn(trygg_gateway::run(
@@ -129,16 +139,45 @@ pub async fn run_demo(
         .await
         .context("the gateway stopped before it was ready (see the log above)")?;
 
-    // The home.
+    // The home, and the simulator's own broker where presses are asked for.
+    // 1884 beside the usual 1883 when the demo runs on its usual ports.
+    let control_port = if sim.demo.device_broker_port == 0 {
+        0
+    } else {
+        port_or_any(1884)
+    };
+    let control = tokio::task::spawn_blocking(move || {
+        trygg_uplink::broker::EmbeddedBroker::start(trygg_uplink::broker::BrokerSettings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, control_port)),
+            version: trygg_uplink::broker::MqttVersion::V4,
+            tls: None,
+            max_payload: 64 * 1024,
+            max_inflight: 100,
+            log_segment_bytes: trygg_uplink::broker::BrokerSettings::SMALL_LOG.0,
+            log_segments: trygg_uplink::broker::BrokerSettings::SMALL_LOG.1,
+            tls_config: None,
+            authenticator: None,
+            authorizer: None,
+        })
+    })
+    .await?
+    .context("starting the simulator's control broker")?;
+    let control = MqttUrl {
+        host: Ipv4Addr::LOCALHOST.to_string(),
+        port: control.addr.port(),
+        tls: false,
+    };
     let _home = SimHome::start(
         &devices,
         &gateway_ready.device_broker,
+        &control,
         &sim.home,
         cancel.clone(),
     );
 
     let ready = DemoReady {
         device_broker: gateway_ready.device_broker.clone(),
+        control_broker: control.clone(),
         api: backend.api,
         console: backend.console,
         backend_broker,
@@ -182,7 +221,11 @@ pub async fn run_demo(
     );
     println!(
         "  Press the button: trygg-sim press --device button-1 --broker {}",
-        ready.device_broker
+        ready.control_broker
+    );
+    println!(
+        "  Devices:          trygg-gateway device list --api {}   (each simulated device connects with its own key)",
+        ready.gateway_api
     );
     println!(
         "  Acknowledge:      curl -s -X POST -H 'content-type: application/json' -d '{{\"by\":\"kari\"}}' http://{}/api/v1/alarms/ID/acknowledge",

@@ -8,3 +8,4 @@ pub mod config;
 pub mod demo;
 pub mod device;
 pub mod home;
+pub mod keys;

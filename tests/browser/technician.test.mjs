@@ -1,6 +1,7 @@
 // The gateway's technician page in a real browser on a phone-sized screen
 // (Debian's chromium, driven by playwright-core): login, the overview,
-// pairing, removal with its confirmation, the language switch, a test
+// pairing (with the key the gateway makes, shown once), removal with
+// its confirmation, the language switch, a test
 // alarm and logout, without JavaScript on the page, with axe-core's WCAG
 // 2.1 AA checks on every page in both languages, no sideways scrolling at
 // 360 px, and touch targets of at least 44 px.
@@ -159,6 +160,12 @@ try {
     await page.fill('#room', 'bathroom');
     await page.fill('#resident', 'r-7f3a');
     await Promise.all([page.waitForNavigation(), page.click('#pair-button')]);
+    // No key typed in: the gateway made one and shows it this once.
+    const key = (await page.textContent('#device-key')) || '';
+    assert(key.length >= 16, `no generated key shown: ${await page.textContent('main')}`);
+    await axeCheck(page, 'the generated key');
+    await phoneFit(page, 'the generated key');
+    await Promise.all([page.waitForNavigation(), page.click('#continue')]);
     assert(new URL(page.url()).pathname === '/devices/button-9', `at ${page.url()}`);
     assert(/Paired/.test(await page.textContent('#message') || ''), 'no "Paired" message');
     assert((await page.textContent('.room')) === 'bathroom', 'room not shown');

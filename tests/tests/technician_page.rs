@@ -333,7 +333,8 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
         r#"data-device="button-1""#,
         r#"class="battery""#,
         r#"class="last-message""#,
-        r#"id="pending-unavailable""#,
+        r#"id="pending-none""#,
+        r#"class="has-key""#,
         r#"id="test-alarm-button""#,
         r#"<strong id="technician">kari</strong>"#,
     ] {
@@ -355,7 +356,8 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(register_has(api, "button-7").await.is_none());
 
-    // Pair through the page: the gateway's register has it, with its place.
+    // Pair through the page: the gateway's register has it, with its place
+    // and a key the gateway made, shown on the page this once.
     let resp = s
         .page
         .submit(
@@ -369,9 +371,35 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
             ],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&resp), "/devices/button-7?done=paired");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    let key = html
+        .split(r#"<code id="device-key">"#)
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("the generated key on the page")
+        .to_string();
+    assert!(key.len() >= 16, "{key}");
+    assert!(html.contains(r#"href="/devices/button-7?done=paired""#));
     let d = register_has(api, "button-7").await.expect("paired");
+    assert_eq!(d["has_key"], true);
+    assert!(
+        !s.page
+            .get("/devices/button-7")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(&key),
+        "shown once only"
+    );
+    // The paired button connects with that key.
+    let dev = RawDevice::connect(&s.gateway.ready.device_broker).await;
+    let mut dev = dev;
+    dev.set_key("button-7", &key);
+    dev.connect_as("button-7")
+        .await
+        .expect("button-7 connects with the key the page showed");
     assert_eq!(d["room"], "kitchen");
     assert_eq!(d["resident"], "r-0042");
     assert_eq!(d["supervision_s"], 600);
@@ -391,10 +419,16 @@ async fn a_technician_from_the_cli_logs_in_over_https_and_pairs_swaps_and_remove
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     assert!(resp.text().await.unwrap().contains(r#"id="form-error""#));
 
-    // Swap: every setting moves to the replacement.
+    // Swap: every setting moves to the replacement (its key from its label).
     let resp = s
         .page
-        .submit("/devices/button-7/swap", &[("new_id", "button-8")])
+        .submit(
+            "/devices/button-7/swap",
+            &[
+                ("new_id", "button-8"),
+                ("key", "button-8-label-key-0123456789"),
+            ],
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert!(register_has(api, "button-7").await.is_none());
@@ -648,6 +682,97 @@ async fn five_wrong_passwords_lock_a_technician_out_and_foreign_login_forms_are_
     assert!(!ok && err.contains("at least 10"), "{err}");
     let (ok, _, err) = cli(&s.config_file, &["technician", "add", "ola"], "");
     assert!(!ok && err.contains("--password-stdin"), "{err}");
+    s.gateway.stop.cancel();
+    let _ = s.gateway.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devices_asking_to_join_are_accepted_and_rejected_on_the_page() {
+    let mut s = setup().await;
+    let api = &s.gateway.local_api;
+    s.page.login("kari", "kari's long password").await;
+    let html = s.page.get("/").await.text().await.unwrap();
+    assert!(html.contains(r#"id="pending-none""#), "nobody asks yet");
+
+    // Two unknown devices connect (first contact): each becomes a join
+    // request, and the overview asks about it.
+    let strangers = RawDevice::connect(&s.gateway.ready.device_broker).await;
+    for id in ["stranger-1", "stranger-2"] {
+        strangers
+            .connect_as(id)
+            .await
+            .expect("first contact lets it connect");
+    }
+    let page = &s.page;
+    eventually(
+        Duration::from_secs(10),
+        "both asking on the page",
+        || async {
+            let html = page.get("/").await.text().await.unwrap();
+            (html.contains(r#"data-device="stranger-1""#)
+                && html.contains(r#"data-device="stranger-2""#))
+            .then_some(())
+        },
+    )
+    .await;
+    let html = s.page.get("/").await.text().await.unwrap();
+    assert!(html.contains("An unknown device is asking to join: accept?"));
+
+    // Accept asks for its place; without the CSRF token nothing happens.
+    let form = s.page.get("/pending/stranger-1/accept").await;
+    assert_eq!(form.status(), StatusCode::OK);
+    assert!(form.text().await.unwrap().contains(r#"id="accept-form""#));
+    let resp = s
+        .page
+        .post_form(
+            "/pending/stranger-1/accept",
+            &[("type", "door_sensor"), ("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(register_has(api, "stranger-1").await.is_none());
+    let resp = s
+        .page
+        .submit(
+            "/pending/stranger-1/accept",
+            &[
+                ("type", "door_sensor"),
+                ("room", "hallway"),
+                ("resident", "r-0042"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/devices/stranger-1?done=paired");
+    let d = register_has(api, "stranger-1").await.expect("accepted");
+    assert_eq!(d["type"], "door_sensor");
+    assert_eq!(d["room"], "hallway");
+    assert_eq!(d["has_key"], true, "paired with the key it presented");
+
+    // Reject: the request is gone, and the device is not paired.
+    let resp = s.page.submit("/pending/stranger-2/reject", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(register_has(api, "stranger-2").await.is_none());
+    let pending = api.get("/api/v1/devices/pending").await;
+    assert!(
+        !pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["device"] == "stranger-1" || p["device"] == "stranger-2"),
+        "{pending}"
+    );
+    // Accepting what no longer asks says so.
+    let resp = s.page.get("/pending/stranger-2/accept").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let log = audit_log(&s.data_dir);
+    for action in ["accept", "reject"] {
+        assert!(
+            log.iter()
+                .any(|l| l["action"] == action && l["outcome"] == "ok"),
+            "{action}"
+        );
+    }
     s.gateway.stop.cancel();
     let _ = s.gateway.task.await;
 }

@@ -30,7 +30,6 @@
 pub mod accounts;
 pub mod i18n;
 mod pages;
-mod pending;
 pub mod sessions;
 pub mod tls;
 

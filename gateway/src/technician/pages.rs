@@ -28,6 +28,8 @@ use serde_json::Value;
 
 use super::i18n::{t, tf, Lang};
 use super::sessions::{self, Failure};
+use crate::local_api::Refusal;
+
 use super::{
     cookie, lang_of, set_cookie, PageTech, Tech, WebState, LANG_COOKIE, LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -584,7 +586,7 @@ fn device_facts(lang: Lang, d: &Value) -> String {
     };
     let dash = || "–".to_string();
     format!(
-        r#"<dl class="facts"><dt>{ty_l}</dt><dd>{ty}</dd><dt>{room_l}</dt><dd class="room">{room}</dd><dt>{res_l}</dt><dd class="resident">{res}</dd><dt>{bat_l}</dt><dd class="battery">{battery}</dd><dt>{sig_l}</dt><dd class="signal">{signal}</dd><dt>{last_l}</dt><dd class="last-message">{last}</dd><dt>{sup_l}</dt><dd class="supervision state-{supervision}">{sup_text}</dd></dl>"#,
+        r#"<dl class="facts"><dt>{ty_l}</dt><dd>{ty}</dd><dt>{room_l}</dt><dd class="room">{room}</dd><dt>{res_l}</dt><dd class="resident">{res}</dd><dt>{bat_l}</dt><dd class="battery">{battery}</dd><dt>{sig_l}</dt><dd class="signal">{signal}</dd><dt>{last_l}</dt><dd class="last-message">{last}</dd><dt>{sup_l}</dt><dd class="supervision state-{supervision}">{sup_text}</dd><dt>{key_l}</dt><dd class="has-key">{key}</dd></dl>"#,
         ty_l = esc(t(lang, "type")),
         ty = esc(&type_name(lang, d["type"].as_str().unwrap_or(""))),
         room_l = esc(t(lang, "room")),
@@ -603,6 +605,15 @@ fn device_facts(lang: Lang, d: &Value) -> String {
         signal = esc(&signal),
         supervision = esc(supervision),
         sup_text = esc(sup_text),
+        key_l = esc(t(lang, "has_key")),
+        key = esc(t(
+            lang,
+            if d["has_key"] == true {
+                "key_set"
+            } else {
+                "key_none"
+            }
+        )),
     )
 }
 
@@ -653,38 +664,33 @@ fn status_section(lang: Lang, s: &Value) -> String {
 
 fn pending_section(state: &WebState, tech: &Tech) -> String {
     let lang = tech.lang;
-    let inner = match super::pending::list(&state.shared) {
-        None => format!(
-            r#"<p id="pending-unavailable" class="hint">{}</p>"#,
-            esc(t(lang, "pending_unavailable"))
-        ),
-        Some(list) if list.is_empty() => {
-            format!(
-                r#"<p id="pending-none">{}</p>"#,
-                esc(t(lang, "pending_none"))
-            )
-        }
-        Some(list) => {
-            let items: String = list
-                .iter()
-                .map(|p| {
-                    format!(
-                        r#"<li class="card pending" data-device="{id}"><p><strong>{ask}</strong></p><h3>{id}</h3><p class="hint">{first_l}: {first} · {attempts} {att_l}</p><div class="actions"><a class="button" href="/pending/{id_url}/accept">{accept}</a><form method="post" action="/pending/{id_url}/reject">{csrf}<button type="submit" class="secondary">{reject}</button></form></div></li>"#,
-                        id = esc(&p.device),
-                        id_url = esc(&url_encode(&p.device)),
-                        ask = esc(t(lang, "pending_ask")),
-                        first_l = esc(t(lang, "pending_first")),
-                        first = esc(&ago(lang, Some(p.first_seen_ms))),
-                        attempts = p.attempts,
-                        att_l = esc(t(lang, "pending_attempts")),
-                        accept = esc(t(lang, "accept")),
-                        reject = esc(t(lang, "reject")),
-                        csrf = csrf_field(tech),
-                    )
-                })
-                .collect();
-            format!(r#"<ul class="cards" id="pending">{items}</ul>"#)
-        }
+    let list = crate::local_api::pending_views(&state.shared);
+    let inner = if list.is_empty() {
+        format!(
+            r#"<p id="pending-none">{}</p>"#,
+            esc(t(lang, "pending_none"))
+        )
+    } else {
+        let items: String = list
+            .iter()
+            .map(|p| {
+                let device = p["device"].as_str().unwrap_or("");
+                format!(
+                    r#"<li class="card pending" data-device="{id}"><p><strong>{ask}</strong></p><h3>{id}</h3><p class="hint">{first_l}: {first} · {attempts} {att_l}</p><div class="actions"><a class="button" href="/pending/{id_url}/accept">{accept}</a><form method="post" action="/pending/{id_url}/reject">{csrf}<button type="submit" class="secondary">{reject}</button></form></div></li>"#,
+                    id = esc(device),
+                    id_url = esc(&url_encode(device)),
+                    ask = esc(t(lang, "pending_ask")),
+                    first_l = esc(t(lang, "pending_first")),
+                    first = esc(&ago(lang, p["first_seen_ms"].as_u64())),
+                    attempts = p["attempts"].as_u64().unwrap_or(0),
+                    att_l = esc(t(lang, "pending_attempts")),
+                    accept = esc(t(lang, "accept")),
+                    reject = esc(t(lang, "reject")),
+                    csrf = csrf_field(tech),
+                )
+            })
+            .collect();
+        format!(r#"<ul class="cards" id="pending">{items}</ul>"#)
     };
     format!(
         r#"<section aria-labelledby="pending-h"><h2 id="pending-h">{}</h2>{inner}</section>"#,
@@ -766,6 +772,15 @@ const TYPES: &[&str] = &[
     "thermometer",
 ];
 
+/// The optional key field (never filled in again: it is a secret).
+fn key_field(lang: Lang) -> String {
+    format!(
+        r#"<label for="key">{l}</label><p class="hint" id="key-hint">{h}</p><input id="key" name="key" type="text" autocomplete="off" autocapitalize="none" spellcheck="false" aria-describedby="key-hint">"#,
+        l = esc(t(lang, "key_label")),
+        h = esc(t(lang, "key_hint")),
+    )
+}
+
 /// The fields of a device's place: type, room, resident, supervision;
 /// `id_field` first when the id is asked for.
 fn place_fields(lang: Lang, form: Option<&Form>, id_field: bool) -> String {
@@ -787,7 +802,7 @@ fn place_fields(lang: Lang, form: Option<&Form>, id_field: bool) -> String {
             l = esc(t(lang, "device_id")),
             h = esc(t(lang, "device_id_hint")),
             v = v("id"),
-        )
+        ) + &key_field(lang)
     } else {
         String::new()
     };
@@ -868,28 +883,26 @@ fn device_of(lang: Lang, id: &str, form: &Form) -> Result<Device, String> {
         supervision_s,
         heartbeat_s: None,
         pre_alarm_s: None,
+        key_hash: None,
     })
 }
 
-/// A register change from the page: logged, counted, audited.
-async fn change_from_page(
+/// What a register change from the page did: audited, logged, counted
+/// (a refusal as `technician_refused_total{reason="invalid"}`).
+fn record(
     state: &WebState,
     tech: &Tech,
     action: &'static str,
-    change: Change,
-    shown: &str,
     target: &str,
-) -> Result<Value, (StatusCode, String)> {
-    let result = crate::local_api::apply_change(&state.shared, change, shown).await;
+    result: Result<Value, Refusal>,
+) -> Result<Value, Refusal> {
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
         Err((status, m)) => format!("{status}: {m}"),
     };
-    if result.is_err() {
-        state.refused("invalid", target, &tech.remote);
-    }
-    if result.is_ok() {
-        state.shared.metrics.inc(
+    match &result {
+        Err(_) => state.refused("invalid", target, &tech.remote),
+        Ok(_) => state.shared.metrics.inc(
             "technician_actions_total",
             match action {
                 "pair" => "action=\"pair\"",
@@ -897,7 +910,7 @@ async fn change_from_page(
                 "remove" => "action=\"remove\"",
                 _ => "action=\"accept\"",
             },
-        );
+        ),
     }
     state.audit(
         &tech.session.username,
@@ -907,6 +920,29 @@ async fn change_from_page(
         &tech.remote,
     );
     result
+}
+
+/// After a pairing or swap: the key the gateway made, shown this once, or
+/// straight on to the device's page.
+fn paired(tech: &Tech, id: &str, done: &str, body: &Value) -> Response {
+    let Some(key) = body["key"].as_str() else {
+        return Redirect::to(&format!("/devices/{}?done={done}", url_encode(id))).into_response();
+    };
+    let lang = tech.lang;
+    let title = t(lang, "key_title");
+    let page = format!(
+        r#"<h1>{title_e}</h1><p class="ok" id="message" role="status">{done_text}</p><p>{shown}</p><p class="card"><code id="device-key">{key}</code></p><p><a class="button wide" href="/devices/{id_url}?done={done}" id="continue">{cont}</a></p>"#,
+        title_e = esc(title),
+        done_text = esc(&match done {
+            "swapped" => tf(lang, "swapped", &[("id", id)]),
+            _ => format!("{}: {id}", t(lang, "paired")),
+        }),
+        shown = esc(t(lang, "key_shown")),
+        key = esc(key),
+        id_url = esc(&url_encode(id)),
+        cont = esc(t(lang, "continue")),
+    );
+    html(StatusCode::OK, layout(lang, Some(tech), title, "/", &page))
 }
 
 async fn pair(State(state): State<WebState>, PageTech(tech): PageTech, body: Bytes) -> Response {
@@ -937,8 +973,10 @@ async fn pair(State(state): State<WebState>, PageTech(tech): PageTech, body: Byt
             );
         }
     };
-    match change_from_page(&state, &tech, "pair", Change::Add(device), &id, &id).await {
-        Ok(_) => Redirect::to(&format!("/devices/{}?done=paired", url_encode(&id))).into_response(),
+    let key = form.get("key").map(str::to_string);
+    let result = crate::local_api::pair(&state.shared, device, key).await;
+    match record(&state, &tech, "pair", &id, result) {
+        Ok(body) => paired(&tech, &id, "paired", &body),
         Err((status, m)) => pair_page(&tech, status, Some(&form), Some(&m)),
     }
 }
@@ -977,7 +1015,7 @@ async fn device_page(
     let id_url = esc(&url_encode(&id));
     let body = format!(
         r#"<h1>{title_e}</h1>{done}<div class="card device" data-device="{id}">{facts}</div>{test}
-<section aria-labelledby="swap-h"><h2 id="swap-h">{swap_h}</h2><p class="hint">{swap_hint}</p><form method="post" action="/devices/{id_url}/swap" id="swap-form">{csrf}<label for="new_id">{new_l}</label><input id="new_id" name="new_id" type="text" required autocapitalize="none" spellcheck="false"><p><button type="submit" class="wide" id="swap-button">{swap_b}</button></p></form></section>
+<section aria-labelledby="swap-h"><h2 id="swap-h">{swap_h}</h2><p class="hint">{swap_hint}</p><form method="post" action="/devices/{id_url}/swap" id="swap-form">{csrf}<label for="new_id">{new_l}</label><input id="new_id" name="new_id" type="text" required autocapitalize="none" spellcheck="false">{key_field}<p><button type="submit" class="wide" id="swap-button">{swap_b}</button></p></form></section>
 <section aria-labelledby="remove-h"><h2 id="remove-h">{rm_h}</h2><p><a class="button secondary wide" href="/devices/{id_url}/remove" id="remove-link">{rm_b}</a></p></section>
 <p><a href="/">{back}</a></p>"#,
         title_e = esc(&title),
@@ -988,6 +1026,7 @@ async fn device_page(
         swap_hint = esc(t(lang, "swap_hint")),
         csrf = csrf_field(&tech),
         new_l = esc(t(lang, "new_id")),
+        key_field = key_field(lang),
         swap_b = esc(t(lang, "swap_button")),
         rm_h = esc(t(lang, "remove_heading")),
         rm_b = esc(t(lang, "remove_button")),
@@ -1026,15 +1065,11 @@ async fn swap(
             &tf(lang, "error_missing", &[("field", t(lang, "new_id"))]),
         );
     };
-    let change = Change::Swap {
-        old: old.clone(),
-        new_id: new_id.clone(),
-    };
     let target = format!("{old} -> {new_id}");
-    match change_from_page(&state, &tech, "swap", change, &new_id, &target).await {
-        Ok(_) => {
-            Redirect::to(&format!("/devices/{}?done=swapped", url_encode(&new_id))).into_response()
-        }
+    let key = form.get("key").map(str::to_string);
+    let result = crate::local_api::swap(&state.shared, old, new_id.clone(), key).await;
+    match record(&state, &tech, "swap", &target, result) {
+        Ok(body) => paired(&tech, &new_id, "swapped", &body),
         Err((status, m)) => message(status, lang, Some(&tech), t(lang, "refused_title"), &m),
     }
 }
@@ -1092,16 +1127,9 @@ async fn remove(
         // Only the confirmation page's form removes.
         return Redirect::to(&path).into_response();
     }
-    match change_from_page(
-        &state,
-        &tech,
-        "remove",
-        Change::Remove(id.clone()),
-        &id,
-        &id,
-    )
-    .await
-    {
+    let result =
+        crate::local_api::apply_change(&state.shared, Change::Remove(id.clone()), &id, None).await;
+    match record(&state, &tech, "remove", &id, result) {
         Ok(_) => message(
             StatusCode::OK,
             lang,
@@ -1217,14 +1245,21 @@ fn duration(lang: Lang, ms: u64) -> String {
 
 // ---- devices asking to join ----------------------------------------------
 
-fn unavailable(tech: &Tech) -> Response {
+/// Whether `id` is asking to join now.
+fn is_pending(state: &WebState, id: &str) -> bool {
+    crate::local_api::pending_views(&state.shared)
+        .iter()
+        .any(|p| p["device"] == id)
+}
+
+fn not_pending(tech: &Tech, id: &str) -> Response {
     let lang = tech.lang;
     message(
-        StatusCode::NOT_IMPLEMENTED,
+        StatusCode::NOT_FOUND,
         lang,
         Some(tech),
-        t(lang, "refused_title"),
-        t(lang, "pending_unavailable"),
+        t(lang, "not_found_title"),
+        &tf(lang, "error_not_pending", &[("id", id)]),
     )
 }
 
@@ -1263,8 +1298,8 @@ async fn accept_form(
     PageTech(tech): PageTech,
     Path(id): Path<String>,
 ) -> Response {
-    if super::pending::list(&state.shared).is_none() {
-        return unavailable(&tech);
+    if !is_pending(&state, &id) {
+        return not_pending(&tech, &id);
     }
     accept_page(&tech, &id, StatusCode::OK, None, None)
 }
@@ -1294,27 +1329,9 @@ async fn accept(
             );
         }
     };
-    let result = super::pending::accept(&state.shared, device).await;
-    let outcome = match &result {
-        Ok(_) => "ok".to_string(),
-        Err((status, m)) => format!("{status}: {m}"),
-    };
-    state.audit(
-        &tech.session.username,
-        "accept",
-        &id,
-        &outcome,
-        &tech.remote,
-    );
-    match result {
-        Ok(_) => {
-            state
-                .shared
-                .metrics
-                .inc("technician_actions_total", "action=\"accept\"");
-            Redirect::to(&format!("/devices/{}?done=paired", url_encode(&id))).into_response()
-        }
-        Err((StatusCode::NOT_IMPLEMENTED, _)) => unavailable(&tech),
+    let result = crate::local_api::accept(&state.shared, device).await;
+    match record(&state, &tech, "accept", &id, result) {
+        Ok(_) => Redirect::to(&format!("/devices/{}?done=paired", url_encode(&id))).into_response(),
         Err((status, m)) => accept_page(&tech, &id, status, Some(&form), Some(&m)),
     }
 }
@@ -1330,7 +1347,7 @@ async fn reject(
         return *r;
     }
     let lang = tech.lang;
-    let result = super::pending::reject(&state.shared, &id).await;
+    let result = crate::local_api::reject(&state.shared, id.clone()).await;
     let outcome = match &result {
         Ok(_) => "ok".to_string(),
         Err((status, m)) => format!("{status}: {m}"),
@@ -1353,11 +1370,13 @@ async fn reject(
                 lang,
                 Some(&tech),
                 t(lang, "done_title"),
-                &format!("{}: {id}", t(lang, "rejected")),
+                &tf(lang, "rejected_text", &[("id", &id)]),
             )
         }
-        Err((StatusCode::NOT_IMPLEMENTED, _)) => unavailable(&tech),
-        Err((status, m)) => message(status, lang, Some(&tech), t(lang, "refused_title"), &m),
+        Err((status, m)) => {
+            state.refused("invalid", &path, &tech.remote);
+            message(status, lang, Some(&tech), t(lang, "refused_title"), &m)
+        }
     }
 }
 

@@ -289,6 +289,8 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     // on a fixed port would only get in the way.
     gw.technician = None;
     gw.devices = devices.clone();
+    // Each simulated device connects with its own key (this process's).
+    crate::keys::with_keys(&mut gw.devices);
     let device_broker = MqttUrl {
         host: "127.0.0.1".into(),
         port: device_port,
