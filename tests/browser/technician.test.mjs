@@ -63,9 +63,15 @@ async function phoneFit(page, label) {
     const small = [...document.querySelectorAll('button, a.button, input:not([type=hidden]), select')]
       .filter((e) => e.getBoundingClientRect().height < 44)
       .map((e) => e.id || e.outerHTML.slice(0, 80));
-    return { wide: document.documentElement.scrollWidth, view: window.innerWidth, small };
+    // Text running out of its box (a long key, an id) shows as an element
+    // wider inside than its box.
+    const spill = [...document.querySelectorAll('main *')]
+      .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible' && e.clientWidth > 0)
+      .map((e) => e.id || e.className || e.tagName);
+    return { wide: document.documentElement.scrollWidth, view: window.innerWidth, small, spill };
   });
   assert(r.wide <= r.view, `${label}: ${r.wide} px wide on a ${r.view} px screen (sideways scrolling)`);
+  assert(r.spill.length === 0, `${label}: text runs out of its box in ${r.spill.join(', ')}`);
   assert(r.small.length === 0, `${label}: touch targets under 44 px: ${r.small.join(', ')}`);
   return `${label}: fits ${r.view} px, targets >= 44 px`;
 }

@@ -112,6 +112,7 @@ dl.facts dd{margin:0}
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:.75rem}
 .actions form{margin:0}
 .state-silent{color:#b00020;font-weight:700}
+code{font-size:1.2rem;overflow-wrap:anywhere;word-break:break-all}
 "#;
 
 /// An HTML answer with `status`.
@@ -676,7 +677,7 @@ fn pending_section(state: &WebState, tech: &Tech) -> String {
             .map(|p| {
                 let device = p["device"].as_str().unwrap_or("");
                 format!(
-                    r#"<li class="card pending" data-device="{id}"><p><strong>{ask}</strong></p><h3>{id}</h3><p class="hint">{first_l}: {first} · {attempts} {att_l}</p><div class="actions"><a class="button" href="/pending/{id_url}/accept">{accept}</a><form method="post" action="/pending/{id_url}/reject">{csrf}<button type="submit" class="secondary">{reject}</button></form></div></li>"#,
+                    r#"<li class="card pending" data-device="{id}"><p><strong>{ask}</strong></p><h3>{id}</h3><p class="hint">{first_l}: {first} · {att_l}: {attempts}</p><div class="actions"><a class="button" href="/pending/{id_url}/accept">{accept}</a><form method="post" action="/pending/{id_url}/reject">{csrf}<button type="submit" class="secondary">{reject}</button></form></div></li>"#,
                     id = esc(device),
                     id_url = esc(&url_encode(device)),
                     ask = esc(t(lang, "pending_ask")),
