@@ -519,7 +519,7 @@ async fn switch_lang(
     // Back to a page of ours only.
     let back = q
         .get("back")
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .filter(|b| local_path(b))
         .cloned()
         .unwrap_or_else(|| "/".into());
     let mut resp = Redirect::to(&back).into_response();
@@ -528,6 +528,14 @@ async fn switch_lang(
         set_cookie(LANG_COOKIE, lang.as_str(), "/", 365 * 86_400),
     );
     resp
+}
+
+/// A path on this page (not `//host`, no spaces or control characters,
+/// which browsers drop and so turn `/\t/host` into `//host`).
+fn local_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.starts_with("//")
+        && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
 }
 
 async fn not_found(headers: HeaderMap) -> Response {
@@ -1413,6 +1421,22 @@ mod tests {
         assert!(device_of(Lang::En, "x", &f)
             .unwrap_err()
             .contains("whole number"));
+    }
+
+    #[test]
+    fn the_language_switch_goes_back_only_to_a_page_of_ours() {
+        assert!(local_path("/devices/button-1?done=paired"));
+        assert!(local_path("/"));
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "",
+            "/a b",
+        ] {
+            assert!(!local_path(bad), "{bad:?}");
+        }
     }
 
     #[test]
