@@ -277,6 +277,13 @@ enum DeviceAction {
     },
     /// Reject a device asking to join (it may ask again).
     Reject { id: String },
+    /// Let unknown devices ask to join for a while, even with
+    /// `first_contact = false` (embedded broker).
+    PairingWindow {
+        /// How long, 1 to 60.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -404,6 +411,7 @@ pub fn main() -> anyhow::Result<()> {
                     }),
                 },
                 DeviceAction::Reject { id } => DeviceAsk::Reject(id),
+                DeviceAction::PairingWindow { minutes } => DeviceAsk::PairingWindow(minutes),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -68,8 +68,14 @@ pub struct DeviceGate {
     gateway_user: String,
     gateway_key_hash: String,
     first_contact: AtomicBool,
+    /// A pairing window a technician opened: first contact is allowed
+    /// until then even when the config turns it off.
+    window_until: Mutex<Option<Instant>>,
     wrong: Mutex<HashMap<String, WrongKeys>>,
 }
+
+/// The longest pairing window.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 fn refused(code: &'static str, reason: String) -> Verdict {
     Verdict::Refused {
@@ -98,12 +104,30 @@ impl DeviceGate {
             gateway_user,
             gateway_key_hash,
             first_contact: AtomicBool::new(first_contact),
+            window_until: Mutex::new(None),
             wrong: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Whether an unknown device may ask to join now: first contact is on,
+    /// or a pairing window is open.
     pub fn first_contact(&self) -> bool {
-        self.first_contact.load(Ordering::Relaxed)
+        self.first_contact.load(Ordering::Relaxed) || self.window_left().is_some()
+    }
+
+    /// Opens a pairing window of `length` (at most [`MAX_WINDOW`]).
+    pub fn open_window(&self, length: Duration) {
+        if let Ok(mut w) = self.window_until.lock() {
+            *w = Some(Instant::now() + length.min(MAX_WINDOW));
+        }
+    }
+
+    /// How long the pairing window stays open, if one is.
+    pub fn window_left(&self) -> Option<Duration> {
+        let until = (*self.window_until.lock().ok()?)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 
     /// The join requests, by id.
@@ -156,13 +180,20 @@ impl DeviceGate {
                 )
             };
         }
-        if client_id != username {
+        // Client id = username, or username + '.' + anything (a second
+        // client of the same device, e.g. `mosquitto_sub -i button-1.sub`):
+        // never another device's id, so no device can push another off.
+        let own_client_id = client_id == username
+            || client_id
+                .strip_prefix(username)
+                .is_some_and(|rest| rest.starts_with('.'));
+        if !own_client_id {
+            let user: String = username.chars().take(80).collect();
             return refused(
                 "client_id_mismatch",
                 format!(
-                    "client id `{}` differs from username `{}`: a device connects with its device id as both",
+                    "client id `{}` is not username `{user}` (nor `{user}.something`): a device connects with its device id as both",
                     client_id.chars().take(80).collect::<String>(),
-                    username.chars().take(80).collect::<String>()
                 ),
             );
         }
@@ -333,9 +364,16 @@ mod tests {
             g.authenticate("button-1", "button-1", KEY, 1),
             Verdict::Device
         );
+        // A second client of the same device (e.g. mosquitto_sub).
+        assert_eq!(
+            g.authenticate("button-1.sub", "button-1", KEY, 1),
+            Verdict::Device
+        );
         for (client, user, key, code) in [
             ("button-1", "button-1", "wrong-key-0123456789", "wrong_key"),
             ("other", "button-1", KEY, "client_id_mismatch"),
+            ("button-10", "button-1", KEY, "client_id_mismatch"),
+            ("button-1-x", "button-1", KEY, "client_id_mismatch"),
             ("fall-1", "fall-1", KEY, "no_key"),
             ("new-1", "new-1", KEY, "unknown_device"),
             ("a b", "a b", KEY, "bad_device_id"),
@@ -410,6 +448,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_pairing_window_lets_unknown_devices_ask_while_it_is_open() {
+        let (g, _) = gate(false);
+        assert!(matches!(
+            g.authenticate("new-1", "new-1", KEY, 1),
+            Verdict::Refused {
+                code: "unknown_device",
+                ..
+            }
+        ));
+        g.open_window(Duration::from_millis(300));
+        assert!(g.window_left().is_some());
+        assert_eq!(
+            g.authenticate("new-1", "new-1", KEY, 2),
+            Verdict::Pending { write: true }
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(g.window_left().is_none());
+        assert!(matches!(
+            g.authenticate("new-2", "new-2", KEY, 3),
+            Verdict::Refused {
+                code: "unknown_device",
+                ..
+            }
+        ));
+        // A request made while it was open stays until handled.
+        assert!(g.is_pending("new-1"));
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub enum DeviceAsk {
         settings: Value,
     },
     Reject(String),
+    PairingWindow(u64),
 }
 
 /// Prints a key the gateway generated: shown this once, never kept.
@@ -215,6 +216,21 @@ pub async fn device(api: &LocalApiClient, ask: DeviceAsk, as_json: bool) -> anyh
                 println!("accepted {id}: paired with the key it presented; the events it kept are taken when it sends them again");
             }
             print_one(&d, as_json, now)?;
+        }
+        DeviceAsk::PairingWindow(minutes) => {
+            let body = ok(api
+                .request(
+                    Method::POST,
+                    "/api/v1/devices/pending/window",
+                    Some(json!({ "seconds": minutes.saturating_mul(60) })),
+                    ASK,
+                )
+                .await?)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&body)?);
+            } else {
+                println!("pairing window open for {minutes} min: a new device may connect with its key now and shows up in `trygg-gateway device pending`");
+            }
         }
         DeviceAsk::Reject(id) => {
             ok(api

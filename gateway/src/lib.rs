@@ -9,8 +9,11 @@
 //! ```
 //!
 //! The modules [`ingest`], [`journal`], [`register`] (the paired devices),
+//! [`credentials`] (device keys, their hashes, the topic ACL),
+//! [`device_auth`] (who may connect to the embedded broker, join requests),
 //! [`supervision`], [`uplink`] and [`local_io`] (the Pi's own button, LED,
-//! buzzer and mains-fail input) hold the decisions; [`device_cli`] is the
+//! buzzer and mains-fail input) hold the decisions; [`mosquitto`] writes
+//! Mosquitto's password and ACL files; [`device_cli`] is the
 //! technician's client of the local API; [`technician`] is the technician's
 //! login, page and API on the home's network;
 //! this file is the shell that carries them out. [`run`] is the whole

@@ -13,13 +13,15 @@
 //! - `POST /api/v1/devices`         pair a device (201; 409 paired already; 422 invalid)
 //! - `POST /api/v1/devices/{id}/swap`  `{"new_id"}`: every setting to the replacement
 //! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
-//! - `POST /api/v1/decommission`  `{"confirm": gateway id, "force"?, "deliver_within_s"?}`:
-//!   deliver, have the backend revoke, then stop and wipe (202; progress at GET)
 //! - `POST /api/v1/devices/{id}/key`   `{"key"?}`: a new key (generated and shown once if none given)
 //! - `GET /api/v1/devices/pending`  unknown devices asking to join (first contact)
 //! - `POST /api/v1/devices/pending/{id}/accept`  `{"type","room","resident","supervision_s"?}`:
 //!   pair it with the key it presented (201)
 //! - `DELETE /api/v1/devices/pending/{id}`  reject it (204)
+//! - `POST /api/v1/devices/pending/window`  `{"seconds"}`: let unknown devices ask
+//!   to join for a while, even with first contact off (embedded broker)
+//! - `POST /api/v1/decommission`  `{"confirm": gateway id, "force"?, "deliver_within_s"?}`:
+//!   deliver, have the backend revoke, then stop and wipe (202; progress at GET)
 //! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
 //!   wait for the backend's receipt (200 confirmed, 504 not yet)
 //!
@@ -67,6 +69,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/devices/{id}/swap", post(swap_device))
         .route("/api/v1/devices/{id}/key", post(rekey_device))
         .route("/api/v1/devices/pending", get(list_pending))
+        .route("/api/v1/devices/pending/window", post(open_window))
         .route("/api/v1/devices/pending/{id}/accept", post(accept_pending))
         .route(
             "/api/v1/devices/pending/{id}",
@@ -219,10 +222,10 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         "room": d.room,
         "resident": d.resident,
         "supervision_s": period,
+        "has_key": d.key_hash.is_some(),
         // What the device is sent on its cfg topic (unset: its own default).
         "heartbeat_s": d.heartbeat_s,
         "pre_alarm_s": d.pre_alarm_s,
-        "has_key": d.key_hash.is_some(),
         "health": {
             "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
             "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),
@@ -528,6 +531,39 @@ pub(crate) async fn accept(s: &Shared, device: Device) -> Result<serde_json::Val
             format!("device `{id}` was removed meanwhile"),
         )
     })
+}
+
+async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Window {
+        seconds: u64,
+    }
+    let w: Window = match parse(&body) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    let max = crate::device_auth::MAX_WINDOW.as_secs();
+    if w.seconds == 0 || w.seconds > max {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`seconds` must be 1 to {max} (an hour)"),
+        );
+    }
+    if !(s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth) {
+        return error(
+            StatusCode::CONFLICT,
+            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway",
+        );
+    }
+    s.gate
+        .open_window(std::time::Duration::from_secs(w.seconds));
+    tracing::info!(
+        seconds = w.seconds,
+        "pairing window opened: unknown devices may ask to join until it closes"
+    );
+    Json(json!({ "open_for_s": w.seconds, "first_contact_always": s.local_broker.first_contact }))
+        .into_response()
 }
 
 async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

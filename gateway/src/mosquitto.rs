@@ -48,6 +48,22 @@ pub fn sync(
     reload(broker)
 }
 
+/// Writes both files with no one in them, not even the gateway
+/// (decommission), and asks Mosquitto to reload them: every client is
+/// refused from then on.
+pub fn empty(broker: &LocalBroker) -> Result<(), String> {
+    let (Some(password_file), Some(acl_file)) =
+        (&broker.mosquitto_password_file, &broker.mosquitto_acl_file)
+    else {
+        return Ok(());
+    };
+    let note = "# Emptied by trygg-gateway decommission: no device and no gateway may connect.\n";
+    write_atomic(password_file, note)
+        .map_err(|e| format!("writing {}: {e}", password_file.display()))?;
+    write_atomic(acl_file, note).map_err(|e| format!("writing {}: {e}", acl_file.display()))?;
+    reload(broker)
+}
+
 /// Writes `text` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -185,5 +201,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("pid_file"), "{e}");
+    }
+
+    #[test]
+    fn decommission_empties_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_config();
+        config.local_broker.mode = crate::config::BrokerMode::External;
+        config.local_broker.mosquitto_password_file = Some(dir.path().join("passwd"));
+        config.local_broker.mosquitto_acl_file = Some(dir.path().join("acl"));
+        config.local_broker.mosquitto_reload_command = Some("true".into());
+        let mut register = Register::from_config(&config);
+        let mut b = config.device("button-1").unwrap().clone();
+        b.key_hash = Some(credentials::hash_key("0123456789abcdef"));
+        register.extend([b]);
+        sync(&config.local_broker, "gw", "$7$101$a$b", &register).unwrap();
+        empty(&config.local_broker).unwrap();
+        for f in ["passwd", "acl"] {
+            let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+            assert!(!text.contains("button-1") && !text.contains("gw"), "{text}");
+        }
     }
 }

@@ -887,6 +887,13 @@ pub async fn run(
             dir = %config.data_dir.display(),
             "DECOMMISSIONED: the data key was erased and the journal, keys and settings removed; this gateway will not start again"
         );
+        // Mosquitto's files hold the devices' key hashes: emptied, so
+        // no device (nor this gateway) connects any more.
+        if config.local_broker.manages_mosquitto() {
+            if let Err(e) = crate::mosquitto::empty(&config.local_broker) {
+                tracing::error!(error = %e, "Mosquitto's password and ACL files could not be emptied: empty them by hand");
+            }
+        }
     }
     Ok(())
 }

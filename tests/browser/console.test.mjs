@@ -468,7 +468,7 @@ try {
 try {
   await check('administrator logs in', async () => { admin = await login(await newContext('nb-NO'), 'admin'); });
   const id = alarm2 || alarmId;
-  const pages = [['board', '/'], ['alarm page', id ? `/alarms/${id}` : null], ['devices', '/devices'], ['benefits', '/benefits'],
+  const pages = [['board', '/'], ['alarm page', id ? `/alarms/${id}` : null], ['devices', '/devices'], ['benefits', '/benefits'], ['gateways', '/gateways'],
     ['admin: users', '/admin/users'], ['admin: residents', '/admin/residents'], ['admin: audit', '/admin/audit']];
   for (const lang of ['nb', 'en']) {
     if (lang === 'en') {

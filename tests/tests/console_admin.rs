@@ -391,3 +391,122 @@ async fn a_disabled_user_is_out_at_once_and_an_administrator_cannot_disable_them
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entries.iter().all(|e| e.actor == "admin"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_settings_are_set_from_the_console_and_the_gateway_answers() {
+    let c = start().await;
+    let config = gateway_config(
+        &c.dir.path().join("gateway"),
+        &c.backend.ready.broker,
+        &c.backend.ready.ca_file,
+    );
+    let gw = config.gateway_id.clone();
+    let gateway = start_gateway(config).await;
+    // The backend knows a gateway and its devices from their events.
+    let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
+    dev.publish("trygg/v1/dev/button-1/hb", r#"{"v":1,"battery":90}"#)
+        .await;
+    dev.publish(
+        "trygg/v1/dev/button-1/evt",
+        r#"{"v":1,"seq":1,"kind":"battery_low"}"#,
+    )
+    .await;
+    let _ = dev.receipt_on("trygg/v1/dev/button-1/ack").await;
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the backend to know button-1",
+        || {
+            let api = c.backend.api.clone();
+            async move { (!api.events("button-1").await.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+
+    let kari = c.login("kari", PASSWORD).await;
+    assert_eq!(
+        c.get(&kari.cookie, "/gateways").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let r = c
+        .post(
+            &kari,
+            &format!("/gateways/{gw}/settings"),
+            &[("csrf", kari.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "an operator may not set settings"
+    );
+
+    let admin = c.login("admin", PASSWORD).await;
+    let (status, html) = c.get(&admin.cookie, "/gateways").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!(r#"id="gateway-{gw}""#)), "{html}");
+    assert!(
+        html.contains(r#"name="dev.button-1.pre_alarm_s""#),
+        "{html}"
+    );
+    let path = format!("/gateways/{gw}/settings");
+    let r = c
+        .post(&admin, &path, &[("period_safety_button", "600")])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    let r = c
+        .post(
+            &admin,
+            &path,
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("dev.button-1.pre_alarm_s", "99"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(r#"id="gateways-error""#) && body.contains("pre_alarm_s"),
+        "{body}"
+    );
+    assert!(body.contains(r#"value="99""#), "what was typed comes back");
+
+    let r = c
+        .post(
+            &admin,
+            &path,
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("period_safety_button", "600"),
+                ("dev.button-1.pre_alarm_s", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(to.contains(&format!("saved={gw}&version=1")), "{to}");
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the gateway's answer on the page",
+        || {
+            let (c, cookie) = (&c, admin.cookie.clone());
+            async move {
+                let (_, html) = c.get(&cookie, "/gateways").await;
+                html.contains("state-applied").then_some(())
+            }
+        },
+    )
+    .await;
+    let device = gateway.local_api.get("/api/v1/devices/button-1").await;
+    assert_eq!(device["pre_alarm_s"], 7, "{device}");
+    let json: Value =
+        serde_json::from_str(&c.get(&admin.cookie, "/console/api/gateways").await.1).unwrap();
+    assert_eq!(json[0]["settings"]["state"], "applied", "{json}");
+
+    gateway.stop.cancel();
+    let _ = gateway.task.await;
+    let audit = c.stop_and_audit("gateway_settings").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].actor, "admin");
+    assert!(audit[0].outcome.contains("\"pre_alarm_s\":7"), "{audit:?}");
+}

@@ -576,3 +576,48 @@ async fn mosquitto_a_device_cannot_publish_to_another_devices_topic_and_pairing_
     let _ = gateway.task.await;
     backend.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_first_contact_off_a_pairing_window_lets_an_unknown_device_ask_to_join() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = start_backend(&dir.path().join("backend")).await;
+    let mut config = gateway_config(
+        &dir.path().join("gateway"),
+        &backend.ready.broker,
+        &backend.ready.ca_file,
+    );
+    config.local_broker.first_contact = false;
+    let gateway = start_gateway(config).await;
+    let api = gateway.ready.local_api.to_string();
+    let broker = gateway.ready.device_broker.clone();
+
+    let dev = RawDevice::connect(&broker).await;
+    assert!(
+        dev.connect_as("button-20").await.is_err(),
+        "first contact is off"
+    );
+    let (ok, out, err) = cli(&["device", "pairing-window", "--minutes", "1", "--api", &api]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("pairing window open for 1 min"), "{out}");
+    dev.connect_as("button-20")
+        .await
+        .expect("connects while the window is open");
+    let list = gateway.local_api.get("/api/v1/devices/pending").await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["device"] == "button-20"),
+        "{list}"
+    );
+    // Out of range: refused with what to do.
+    let (status, body) = gateway
+        .local_api
+        .post("/api/v1/devices/pending/window", json!({"seconds": 7200}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    gateway.stop.cancel();
+    let _ = gateway.task.await;
+    backend.stop.cancel();
+}
