@@ -543,27 +543,41 @@ async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         Ok(w) => w,
         Err(r) => return *r,
     };
+    match open_pairing_window(&s, w.seconds) {
+        Ok(body) => Json(body).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Whether unknown devices can ask to join here at all: the embedded
+/// broker with device authentication (Mosquitto lets in only paired
+/// devices; without device_auth every device gets in anyway).
+pub(crate) fn first_contact_possible(s: &Shared) -> bool {
+    s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth
+}
+
+/// Lets unknown devices ask to join for `seconds` (1 to an hour), even
+/// with first contact off.
+pub(crate) fn open_pairing_window(s: &Shared, seconds: u64) -> Result<serde_json::Value, Refusal> {
     let max = crate::device_auth::MAX_WINDOW.as_secs();
-    if w.seconds == 0 || w.seconds > max {
-        return error(
+    if seconds == 0 || seconds > max {
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`seconds` must be 1 to {max} (an hour)"),
-        );
+        ));
     }
-    if !(s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth) {
-        return error(
+    if !first_contact_possible(s) {
+        return Err((
             StatusCode::CONFLICT,
-            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway",
-        );
+            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway".into(),
+        ));
     }
-    s.gate
-        .open_window(std::time::Duration::from_secs(w.seconds));
+    s.gate.open_window(std::time::Duration::from_secs(seconds));
     tracing::info!(
-        seconds = w.seconds,
+        seconds,
         "pairing window opened: unknown devices may ask to join until it closes"
     );
-    Json(json!({ "open_for_s": w.seconds, "first_contact_always": s.local_broker.first_contact }))
-        .into_response()
+    Ok(json!({ "open_for_s": seconds, "first_contact_always": s.local_broker.first_contact }))
 }
 
 async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

@@ -762,11 +762,26 @@ async fn devices_asking_to_join_are_accepted_and_rejected_on_the_page() {
             .any(|p| p["device"] == "stranger-1" || p["device"] == "stranger-2"),
         "{pending}"
     );
+    // A pairing window for devices that ask while first contact is off.
+    let html = s.page.get("/").await.text().await.unwrap();
+    assert!(html.contains(r#"id="window-button""#));
+    let resp = s
+        .page
+        .post_form("/pending/window", &[("csrf", "forged")])
+        .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = s.page.submit("/pending/window", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("New devices may ask to join for the next 10 minutes"));
     // Accepting what no longer asks says so.
     let resp = s.page.get("/pending/stranger-2/accept").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let log = audit_log(&s.data_dir);
-    for action in ["accept", "reject"] {
+    for action in ["accept", "reject", "pairing_window"] {
         assert!(
             log.iter()
                 .any(|l| l["action"] == action && l["outcome"] == "ok"),

@@ -107,6 +107,21 @@ const WORDS: &[(&str, &str, &str)] = &[
         "The gateway made this key and shows it only now: load it into the device (its MQTT password) before you go on.",
     ),
     ("continue", "Videre", "Continue"),
+    (
+        "window_button",
+        "La nye enheter be om å bli med i {min} minutter",
+        "Let new devices ask to join for {min} minutes",
+    ),
+    (
+        "window_open",
+        "Nye enheter kan be om å bli med de neste {min} minuttene. Slå på enheten nå; den vises under «Enheter som ber om å bli med».",
+        "New devices may ask to join for the next {min} minutes. Switch the device on now; it shows under \"Devices asking to join\".",
+    ),
+    (
+        "no_first_contact",
+        "Med denne megleren kan ukjente enheter ikke be om å bli med: par enheten med id og nøkkel.",
+        "With this broker unknown devices cannot ask to join: pair the device with its id and key.",
+    ),
     ("has_key", "Nøkkel", "Key"),
     ("key_set", "Ja", "Yes"),
     ("key_none", "Ingen", "None"),

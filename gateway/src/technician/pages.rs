@@ -15,6 +15,7 @@
 //! | `GET /devices/{id}/remove`, `POST /devices/{id}/remove` | remove, after a confirmation page |
 //! | `POST /test-alarm` | `device` (or none: the gateway); waits for the backend |
 //! | `GET /pending/{id}/accept`, `POST /pending/{id}/accept`, `POST /pending/{id}/reject` | a device asking to join |
+//! | `POST /pending/window` | let unknown devices ask to join for 10 minutes |
 
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/test-alarm", post(test_alarm))
         .route("/pending/{id}/accept", get(accept_form).post(accept))
         .route("/pending/{id}/reject", post(reject))
+        .route("/pending/window", post(pairing_window))
         .fallback(not_found)
 }
 
@@ -701,10 +703,75 @@ fn pending_section(state: &WebState, tech: &Tech) -> String {
             .collect();
         format!(r#"<ul class="cards" id="pending">{items}</ul>"#)
     };
+    let window = if crate::local_api::first_contact_possible(&state.shared) {
+        format!(
+            r#"<form method="post" action="/pending/window" id="window-form">{csrf}<p><button type="submit" class="secondary wide" id="window-button">{label}</button></p></form>"#,
+            csrf = csrf_field(tech),
+            label = esc(&tf(
+                lang,
+                "window_button",
+                &[("min", &(WINDOW.as_secs() / 60).to_string())]
+            )),
+        )
+    } else {
+        format!(
+            r#"<p class="hint" id="no-first-contact">{}</p>"#,
+            esc(t(lang, "no_first_contact"))
+        )
+    };
     format!(
-        r#"<section aria-labelledby="pending-h"><h2 id="pending-h">{}</h2>{inner}</section>"#,
+        r#"<section aria-labelledby="pending-h"><h2 id="pending-h">{}</h2>{inner}{window}</section>"#,
         esc(t(lang, "pending_heading"))
     )
+}
+
+/// How long the page's pairing window lets unknown devices ask to join.
+const WINDOW: Duration = Duration::from_secs(600);
+
+async fn pairing_window(
+    State(state): State<WebState>,
+    PageTech(tech): PageTech,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = checked_form(&state, &tech, "/pending/window", &body) {
+        return *r;
+    }
+    let lang = tech.lang;
+    let result = crate::local_api::open_pairing_window(&state.shared, WINDOW.as_secs());
+    let outcome = match &result {
+        Ok(_) => "ok".to_string(),
+        Err((status, m)) => format!("{status}: {m}"),
+    };
+    state.audit(
+        &tech.session.username,
+        "pairing_window",
+        &format!("{} s", WINDOW.as_secs()),
+        &outcome,
+        &tech.remote,
+    );
+    match result {
+        Ok(_) => {
+            state
+                .shared
+                .metrics
+                .inc("technician_actions_total", "action=\"pairing_window\"");
+            message(
+                StatusCode::OK,
+                lang,
+                Some(&tech),
+                t(lang, "done_title"),
+                &tf(
+                    lang,
+                    "window_open",
+                    &[("min", &(WINDOW.as_secs() / 60).to_string())],
+                ),
+            )
+        }
+        Err((status, m)) => {
+            state.refused("invalid", "/pending/window", &tech.remote);
+            message(status, lang, Some(&tech), t(lang, "refused_title"), &m)
+        }
+    }
 }
 
 fn test_alarm_form(tech: &Tech, device: Option<&str>) -> String {
