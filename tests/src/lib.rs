@@ -488,6 +488,15 @@ impl Drop for Mosquitto {
 /// [`gateway_config`] pairs every device with it.
 pub use trygg_sim::keys::device_key;
 
+/// The device a device topic names.
+fn device_of(topic: &str) -> String {
+    topic
+        .strip_prefix("trygg/v1/dev/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("`{topic}` is not a device topic"))
+        .to_string()
+}
+
 /// One device's connection to the device broker.
 struct RawConn {
     client: rumqttc::AsyncClient,
@@ -612,33 +621,24 @@ impl RawDevice {
             .expect("publish queued");
     }
 
-    /// Publishes `payload` to `topic` as the device the topic names.
-    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        let id = topic
-            .strip_prefix("trygg/v1/dev/")
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("`{topic}` is not a device topic"))
-            .to_string();
-        self.publish_as(&id, topic, payload).await
-    }
-
-    /// Subscribes, as the device the topic names, to `topic` (e.g. its
-    /// `cfg`); what arrives comes out of [`RawDevice::receipt_on`].
-    pub async fn subscribe(&self, topic: &str) {
-        let id = topic
-            .strip_prefix("trygg/v1/dev/")
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("`{topic}` is not a device topic"))
-            .to_string();
+    /// Subscribes to `filter` (QoS 1) as the device it names (connecting
+    /// it if needed); what arrives comes with the receipts.
+    pub async fn subscribe(&self, filter: &str) {
+        let id = device_of(filter);
         if let Err(e) = self.connect_as(&id).await {
             panic!("device {id} cannot connect to {}: {e}", self.broker);
         }
         let conns = self.conns.lock().await;
-        conns[id.as_str()]
+        conns[&id]
             .client
-            .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
             .await
             .expect("subscribe queued");
+    }
+
+    /// Publishes `payload` to `topic` as the device the topic names.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_as(&device_of(topic), topic, payload).await
     }
 
     /// The next receipt on `topic`, within 10 s.
