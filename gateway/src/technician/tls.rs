@@ -133,8 +133,10 @@ pub fn ensure(data_dir: &Path, listen: IpAddr) -> Result<PageCert, CertError> {
             .push(rcgen::DnType::CommonName, "Trygg gateway technician page");
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let made = params.self_signed(&key_pair)?;
-        write_private(&key, key_pair.serialize_pem().as_bytes())?;
-        write_private(&cert, made.pem().as_bytes())?;
+        write_file(&key, key_pair.serialize_pem().as_bytes(), 0o600)?;
+        // The certificate is public: anyone on the Pi may print its
+        // fingerprint.
+        write_file(&cert, made.pem().as_bytes(), 0o644)?;
         made_now = true;
     }
     let der = read_cert(&cert)?;
@@ -147,14 +149,14 @@ pub fn ensure(data_dir: &Path, listen: IpAddr) -> Result<PageCert, CertError> {
     })
 }
 
-fn write_private(path: &Path, body: &[u8]) -> Result<(), CertError> {
+fn write_file(path: &Path, body: &[u8], _mode: u32) -> Result<(), CertError> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(_mode);
     }
     let mut f = o.open(path).map_err(io_err(path))?;
     f.write_all(body).map_err(io_err(path))?;
