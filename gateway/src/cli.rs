@@ -589,14 +589,15 @@ fn technician_command(config: &Config, action: TechnicianAction) -> anyhow::Resu
             let password = read_new_password(password_stdin)?;
             file.update(|a| a.add(&username, &password, now))?;
             record("account_added", &username);
-            println!(
-                "technician {username} added; log in at https://<this gateway's address>:{}/",
-                config
-                    .technician
-                    .as_ref()
-                    .map(|t| t.listen.port())
-                    .unwrap_or(8443)
-            );
+            match config.technician.as_ref().map(|t| t.listen.port()) {
+                Some(0) => println!(
+                    "technician {username} added; log in at the technician= address the gateway prints when it starts"
+                ),
+                port => println!(
+                    "technician {username} added; log in at https://<this gateway's address>:{}/",
+                    port.unwrap_or(8443)
+                ),
+            }
             if config.technician.is_none() {
                 println!("note: the page is off in this config: add [technician] listen = \"0.0.0.0:8443\"");
             }
