@@ -22,6 +22,9 @@ pub struct Config {
     #[serde(default)]
     pub supervision: Supervision,
     pub local_api: LocalApi,
+    /// The technicians' web page; without this section it is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub technician: Option<TechnicianPage>,
     #[serde(default)]
     pub local_io: LocalIo,
     #[serde(default)]
@@ -295,6 +298,28 @@ pub struct LocalApi {
     pub listen: SocketAddr,
 }
 
+/// The technicians' page and API on the home's network (`[technician]`),
+/// always over HTTPS with the gateway's own certificate.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TechnicianPage {
+    pub listen: SocketAddr,
+    /// A session ends after this many minutes without a request.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_min: u64,
+    /// A session ends this many hours after login, however busy.
+    #[serde(default = "default_session_max")]
+    pub session_max_h: u64,
+}
+
+fn default_session_idle() -> u64 {
+    30
+}
+
+fn default_session_max() -> u64 {
+    8
+}
+
 /// A device the gateway accepts events from.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -481,8 +506,25 @@ impl Config {
         if !self.local_api.listen.ip().is_loopback() {
             return Err(invalid(
                 "local_api.listen",
-                "must be a loopback address until the technician login exists (it has no authentication)",
+                "must be a loopback address: it has no login (technicians on the home's network use the [technician] page, which has)",
             ));
+        }
+        if let Some(t) = &self.technician {
+            if t.session_idle_min == 0 || t.session_idle_min > 24 * 60 {
+                return Err(invalid(
+                    "technician.session_idle_min",
+                    "must be 1 to 1440 (a day)",
+                ));
+            }
+            if t.session_max_h == 0 || t.session_max_h > 24 {
+                return Err(invalid("technician.session_max_h", "must be 1 to 24"));
+            }
+            if t.listen == self.local_api.listen && t.listen.port() != 0 {
+                return Err(invalid(
+                    "technician.listen",
+                    "must differ from local_api.listen",
+                ));
+            }
         }
         if self.local_io.uplink_down_signal_s == 0 || self.local_io.uplink_down_signal_s > 86_400 {
             return Err(invalid(
@@ -647,6 +689,28 @@ mod tests {
                 .to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn the_technician_page_is_on_by_default_and_optional() {
+        let c = Config::default_config();
+        let t = c.technician.expect("[technician] in the generated config");
+        assert_eq!(t.listen.port(), 8443);
+        assert!(
+            t.listen.ip().is_unspecified(),
+            "reachable on the home's network"
+        );
+        assert_eq!((t.session_idle_min, t.session_max_h), (30, 8));
+        let text = DEFAULT_TOML.replace("[technician]", "[technician_off]");
+        let text: String = text.split("[technician_off]").next().unwrap().to_string()
+            + &DEFAULT_TOML[DEFAULT_TOML.find("[local_io]").unwrap()..];
+        let c = Config::from_toml(&text, Path::new("x")).unwrap();
+        assert!(c.technician.is_none());
+        let text = DEFAULT_TOML.replace("session_max_h = 8", "session_max_h = 0");
+        let err = Config::from_toml(&text, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("technician.session_max_h"), "{err}");
     }
 
     #[test]

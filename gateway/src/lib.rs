@@ -14,7 +14,8 @@
 //! [`supervision`], [`uplink`] and [`local_io`] (the Pi's own button, LED,
 //! buzzer and mains-fail input) hold the decisions; [`mosquitto`] writes
 //! Mosquitto's password and ACL files; [`device_cli`] is the
-//! technician's client of the local API;
+//! technician's client of the local API; [`technician`] is the technician's
+//! login, page and API on the home's network;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
@@ -34,7 +35,8 @@ mod remote_config;
 pub mod seal;
 mod service;
 pub mod supervision;
+pub mod technician;
 pub mod uplink;
 
 pub use config::Config;
-pub use service::{run, GatewayError, Ready};
+pub use service::{run, GatewayError, Ready, TechnicianReady};

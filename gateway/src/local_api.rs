@@ -1,5 +1,8 @@
 //! The gateway's local HTTP API, for technicians and monitoring, on
-//! loopback only until the technician login exists (a later issue).
+//! loopback only (it has no login). The technician page
+//! ([`crate::technician`]) serves the same routes on the home's network
+//! behind a technician's login and CSRF token, and its pages call the
+//! same functions ([`apply_change`], [`run_test_alarm`], [`device_views`]).
 //!
 //! - `GET /healthz`                 `ok`, or 503 and why the journal cannot commit
 //! - `GET /metrics`                 Prometheus text
@@ -45,7 +48,15 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let app = Router::new()
+    let _ = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+}
+
+/// The whole API. The technician page serves it too, behind its login
+/// (`crate::technician`).
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -69,10 +80,7 @@ pub(crate) async fn serve(
             "/api/v1/decommission",
             get(decommission_status).post(decommission),
         )
-        .with_state(shared);
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+        .with_state(shared)
 }
 
 /// `ok`, or 503 with the reason while the journal cannot commit.
@@ -126,6 +134,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(status_view(&s))
+}
+
+/// What `/api/v1/status` answers.
+pub(crate) fn status_view(s: &Shared) -> serde_json::Value {
     let pending = s
         .reader
         .pending_counts()
@@ -145,7 +158,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 .collect()
         })
         .unwrap_or_default();
-    Json(json!({
+    json!({
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
         "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),
@@ -166,7 +179,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "last": r.last,
             "at_ms": r.at_ms,
         })),
-    }))
+    })
 }
 
 async fn dead_letters(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -228,37 +241,55 @@ fn silent_now(s: &Shared) -> Vec<String> {
 }
 
 async fn list_devices(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(json!({ "devices": device_views(&s) }))
+}
+
+/// Every paired device as the API shows it.
+pub(crate) fn device_views(s: &Shared) -> Vec<serde_json::Value> {
     let devices: Vec<Device> = s
         .register
         .read()
         .map(|r| r.devices().cloned().collect())
         .unwrap_or_default();
-    let silent = silent_now(&s);
-    let list: Vec<_> = devices
-        .iter()
-        .map(|d| device_view(&s, d, &silent))
-        .collect();
-    Json(json!({ "devices": list }))
+    let silent = silent_now(s);
+    devices.iter().map(|d| device_view(s, d, &silent)).collect()
+}
+
+/// One paired device as the API shows it.
+pub(crate) fn one_device_view(s: &Shared, id: &str) -> Option<serde_json::Value> {
+    let device = s.register.read().ok().and_then(|r| r.get(id).cloned());
+    device.map(|d| device_view(s, &d, &silent_now(s)))
 }
 
 async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
-    match device {
-        Some(d) => Json(device_view(&s, &d, &silent_now(&s))).into_response(),
+    match one_device_view(&s, &id) {
+        Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, RegisterError::NotFound(id)),
     }
+}
+
+/// Why a request was refused: the status and the message to show.
+pub(crate) type Refusal = (StatusCode, String);
+
+fn refused((status, message): Refusal) -> Response {
+    error(status, message)
 }
 
 type ChangeReply = tokio::sync::oneshot::Sender<Result<(), DeviceChangeError>>;
 
 /// Sends the command `make` builds to the journal thread and waits until
-/// it is durable; the error response otherwise (counted and logged).
+/// it is durable; why not otherwise (counted and logged).
 async fn ask_change(
     s: &Shared,
     make: impl FnOnce(ChangeReply) -> JournalCmd,
-) -> Result<(), Response> {
+) -> Result<(), Refusal> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
     if s.ask(make(reply)).await.is_none() {
         return Err(stopping());
     }
@@ -277,14 +308,31 @@ async fn ask_change(
                 &format!("reason=\"{code}\""),
             );
             tracing::warn!(error = %e, "device register request refused");
-            Err(error(status, e))
+            Err((status, e.to_string()))
         }
-        Ok(Err(e)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     }
 }
 
-/// Sends `change` to the journal thread and answers with the device
-/// `shown` (and `key`, a generated key shown this once) once durable.
+/// Sends `change` to the journal thread and, once it is durable, answers
+/// with the device `shown` as it is now (or `{"removed": id}`), and `key`
+/// (a key the gateway generated, shown this once).
+pub(crate) async fn apply_change(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    ask_change(s, |reply| JournalCmd::Devices { change, reply }).await?;
+    let mut body = one_device_view(s, shown).unwrap_or_else(|| json!({ "removed": shown }));
+    if let Some(k) = key {
+        body["key"] = json!(k);
+        body["key_note"] = json!("generated by the gateway and shown only this once: load it into the device (its MQTT password) now");
+    }
+    Ok(body)
+}
+
+/// [`apply_change`] as an HTTP answer.
 async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
     change_with_key(s, change, shown, status, None).await
 }
@@ -296,31 +344,19 @@ async fn change_with_key(
     status: StatusCode,
     key: Option<String>,
 ) -> Response {
-    if let Err(r) = ask_change(s, |reply| JournalCmd::Devices { change, reply }).await {
-        return r;
+    match apply_change(s, change, shown, key).await {
+        Ok(body) => (status, Json(body)).into_response(),
+        Err(r) => refused(r),
     }
-    let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
-    let mut body = match device {
-        Some(d) => device_view(s, &d, &silent_now(s)),
-        None => json!({ "removed": shown }),
-    };
-    if let Some(k) = key {
-        body["key"] = json!(k);
-        body["key_note"] = json!("generated by the gateway and shown only this once: load it into the device (its MQTT password) now");
-    }
-    (status, Json(body)).into_response()
 }
 
 /// The key to pair with: the one given (checked), else a new one, which
 /// is returned to be shown once.
-fn key_or_generate(given: Option<String>) -> Result<(String, Option<String>), Box<Response>> {
+fn key_or_generate(given: Option<String>) -> Result<(String, Option<String>), Refusal> {
     match given {
         Some(k) => match crate::credentials::check_key(&k) {
             Ok(()) => Ok((crate::credentials::hash_key(&k), None)),
-            Err(e) => Err(Box::new(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("`key`: {e}"),
-            ))),
+            Err(e) => Err((StatusCode::UNPROCESSABLE_ENTITY, format!("`key`: {e}"))),
         },
         None => {
             let k = crate::credentials::generate_key();
@@ -356,7 +392,7 @@ async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             )
         }
     };
-    let mut device: Device = match serde_json::from_value(value) {
+    let device: Device = match serde_json::from_value(value) {
         Ok(d) => d,
         Err(e) => {
             return error(
@@ -365,24 +401,36 @@ async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
             )
         }
     };
+    match pair(&s, device, key).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Pairs `device` with `key` (checked, and kept only as its hash), or with
+/// the `key_hash` it has, or with a key generated here (in the answer,
+/// shown this once).
+pub(crate) async fn pair(
+    s: &Shared,
+    mut device: Device,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
     let shown_key = match (&device.key_hash, key) {
         (Some(_), Some(_)) => {
-            return error(
+            return Err((
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "give `key` or `key_hash`, not both",
-            )
+                "give `key` or `key_hash`, not both".into(),
+            ))
         }
         (Some(_), None) => None,
-        (None, key) => match key_or_generate(key) {
-            Ok((hash, shown)) => {
-                device.key_hash = Some(hash);
-                shown
-            }
-            Err(r) => return *r,
-        },
+        (None, key) => {
+            let (hash, shown) = key_or_generate(key)?;
+            device.key_hash = Some(hash);
+            shown
+        }
     };
     let id = device.id.clone();
-    change_with_key(&s, Change::Add(device), &id, StatusCode::CREATED, shown_key).await
+    apply_change(s, Change::Add(device), &id, shown_key).await
 }
 
 async fn rekey_device(
@@ -405,7 +453,7 @@ async fn rekey_device(
     };
     let (key_hash, shown) = match key_or_generate(ask.key) {
         Ok(k) => k,
-        Err(r) => return *r,
+        Err(r) => return refused(r),
     };
     let change = Change::Rekey {
         id: id.clone(),
@@ -415,8 +463,12 @@ async fn rekey_device(
 }
 
 async fn list_pending(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let list: Vec<_> = s
-        .gate
+    Json(pending_views(&s))
+}
+
+/// The devices asking to join, as `GET /api/v1/devices/pending` lists them.
+pub(crate) fn pending_views(s: &Shared) -> Vec<serde_json::Value> {
+    s.gate
         .pending_list()
         .into_iter()
         .map(|(id, p)| {
@@ -427,8 +479,7 @@ async fn list_pending(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 "attempts": p.attempts,
             })
         })
-        .collect();
-    Json(list)
+        .collect()
 }
 
 async fn accept_pending(
@@ -462,22 +513,24 @@ async fn accept_pending(
         heartbeat_s: None,
         pre_alarm_s: None,
     };
-    if let Err(r) = ask_change(&s, |reply| JournalCmd::Accept { device, reply }).await {
-        return r;
+    match accept(&s, device).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
     }
+}
+
+/// Pairs a device that asked to join (with the key it presented) at its
+/// place: `device` without a key.
+pub(crate) async fn accept(s: &Shared, device: Device) -> Result<serde_json::Value, Refusal> {
+    let id = device.id.clone();
+    ask_change(s, |reply| JournalCmd::Accept { device, reply }).await?;
     s.metrics.inc("device_join_requests_accepted_total", "");
-    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
-    match device {
-        Some(d) => (
-            StatusCode::CREATED,
-            Json(device_view(&s, &d, &silent_now(&s))),
-        )
-            .into_response(),
-        None => error(
+    one_device_view(s, &id).ok_or_else(|| {
+        (
             StatusCode::CONFLICT,
             format!("device `{id}` was removed meanwhile"),
-        ),
-    }
+        )
+    })
 }
 
 async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
@@ -490,36 +543,56 @@ async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         Ok(w) => w,
         Err(r) => return *r,
     };
+    match open_pairing_window(&s, w.seconds) {
+        Ok(body) => Json(body).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Whether unknown devices can ask to join here at all: the embedded
+/// broker with device authentication (Mosquitto lets in only paired
+/// devices; without device_auth every device gets in anyway).
+pub(crate) fn first_contact_possible(s: &Shared) -> bool {
+    s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth
+}
+
+/// Lets unknown devices ask to join for `seconds` (1 to an hour), even
+/// with first contact off.
+pub(crate) fn open_pairing_window(s: &Shared, seconds: u64) -> Result<serde_json::Value, Refusal> {
     let max = crate::device_auth::MAX_WINDOW.as_secs();
-    if w.seconds == 0 || w.seconds > max {
-        return error(
+    if seconds == 0 || seconds > max {
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`seconds` must be 1 to {max} (an hour)"),
-        );
+        ));
     }
-    if !(s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth) {
-        return error(
+    if !first_contact_possible(s) {
+        return Err((
             StatusCode::CONFLICT,
-            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway",
-        );
+            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway".into(),
+        ));
     }
     s.gate.open_window(
-        std::time::Duration::from_secs(w.seconds),
+        std::time::Duration::from_secs(seconds),
         std::time::Instant::now(),
     );
     tracing::info!(
-        seconds = w.seconds,
+        seconds,
         "pairing window opened: unknown devices may ask to join until it closes"
     );
-    Json(json!({ "open_for_s": w.seconds, "first_contact_always": s.local_broker.first_contact }))
-        .into_response()
+    Ok(json!({ "open_for_s": seconds, "first_contact_always": s.local_broker.first_contact }))
 }
 
 async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    match ask_change(&s, |reply| JournalCmd::Reject { id, reply }).await {
+    match reject(&s, id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
+        Err(r) => refused(r),
     }
+}
+
+/// Refuses a device that asked to join.
+pub(crate) async fn reject(s: &Shared, id: String) -> Result<(), Refusal> {
+    ask_change(s, |reply| JournalCmd::Reject { id, reply }).await
 }
 
 async fn swap_device(
@@ -539,23 +612,28 @@ async fn swap_device(
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let (new_key_hash, shown) = match key_or_generate(swap.key) {
-        Ok(k) => k,
-        Err(r) => return *r,
+    match self::swap(&s, old, swap.new_id, swap.key).await {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Moves every setting of `old` to `new_id` in one step, with the
+/// replacement's `key` (generated if not given, and then in the answer,
+/// shown this once).
+pub(crate) async fn swap(
+    s: &Shared,
+    old: String,
+    new_id: String,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    let (new_key_hash, shown) = key_or_generate(key)?;
+    let change = Change::Swap {
+        old,
+        new_id: new_id.clone(),
+        new_key_hash: Some(new_key_hash),
     };
-    let new_id = swap.new_id.clone();
-    change_with_key(
-        &s,
-        Change::Swap {
-            old,
-            new_id: swap.new_id,
-            new_key_hash: Some(new_key_hash),
-        },
-        &new_id,
-        StatusCode::OK,
-        shown,
-    )
-    .await
+    apply_change(s, change, &new_id, shown).await
 }
 
 async fn remove_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -581,21 +659,49 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
     };
     let timeout = std::time::Duration::from_secs(ask.timeout_s.unwrap_or(30).min(MAX_TEST_WAIT_S));
+    match run_test_alarm(&s, ask.device, timeout).await {
+        Ok(body) => {
+            let status = if body["confirmed"] == true {
+                StatusCode::OK
+            } else {
+                StatusCode::GATEWAY_TIMEOUT
+            };
+            (status, Json(body)).into_response()
+        }
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Raises a test alarm about `device` (or the gateway) and waits up to
+/// `timeout` for the backend's receipt. The answer says whether it was
+/// confirmed and how long it took.
+pub(crate) async fn run_test_alarm(
+    s: &Shared,
+    device: Option<String>,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, Refusal> {
     let started = std::time::Instant::now();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
     let cmd = JournalCmd::TestAlarm {
-        subject: ask.device.clone(),
+        subject: device.clone(),
         reply,
     };
     if s.ask(cmd).await.is_none() {
-        return stopping();
+        return Err(stopping());
     }
     let (lane, seq) = match answer.await {
-        Err(_) => return stopping(),
+        Err(_) => return Err(stopping()),
         Ok(Ok(at)) => at,
-        Ok(Err(DeviceChangeError::Register(e))) => return error(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(DeviceChangeError::Register(e))) => {
+            return Err((StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Ok(Err(e)) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
     let committed_ms = started.elapsed().as_millis() as u64;
     // The uplink deletes a record from the journal when the backend's
@@ -613,21 +719,15 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let body = json!({
-        "device": ask.device,
+    Ok(json!({
+        "device": device,
         "lane": format!("{lane:?}").to_lowercase(),
         "seq": seq,
         "committed_after_ms": committed_ms,
         "confirmed": confirmed,
         "confirmed_after_ms": confirmed.then(|| started.elapsed().as_millis() as u64),
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
-    });
-    let status = if confirmed {
-        StatusCode::OK
-    } else {
-        StatusCode::GATEWAY_TIMEOUT
-    };
-    (status, Json(body)).into_response()
+    }))
 }
 
 /// What a decommission is doing, with what the journal still holds.

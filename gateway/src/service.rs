@@ -40,6 +40,8 @@ pub enum GatewayError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error("technician page: {0}")]
+    Technician(String),
     #[error(
         "{0} (local_io.gpio = \"on\" requires it; set it to \"auto\" or \"off\" to run without)"
     )]
@@ -65,6 +67,18 @@ pub enum GatewayError {
 pub struct Ready {
     pub device_broker: MqttUrl,
     pub local_api: SocketAddr,
+    /// The technician page, when `[technician]` is configured.
+    pub technician: Option<TechnicianReady>,
+}
+
+/// Where the technician page listens and how its certificate is checked.
+#[derive(Clone, Debug)]
+pub struct TechnicianReady {
+    pub addr: SocketAddr,
+    /// SHA-256 of the page's certificate, `AB:CD:...`.
+    pub fingerprint: String,
+    /// The certificate (PEM), for a client that pins it.
+    pub cert: std::path::PathBuf,
 }
 
 /// Shared, in-memory view for the local API.
@@ -212,7 +226,7 @@ struct AckWork {
     receipt: Option<(String, Vec<u8>)>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -616,6 +630,21 @@ pub async fn run(
         cancel.clone(),
     ));
 
+    // The technician page, over HTTPS with the gateway's own certificate.
+    let (technician, technician_page) = match &config.technician {
+        None => {
+            tracing::info!("technician page off: add [technician] listen = \"0.0.0.0:8443\" to the config to serve it");
+            (None, None)
+        }
+        Some(t) => match start_technician_page(t, &config.data_dir, &shared, &cancel).await {
+            Ok((page, task)) => (Some(page), Some(task)),
+            Err(e) => {
+                cancel.cancel();
+                return Err(e);
+            }
+        },
+    };
+
     // Supervision: what ingest hears from, silences raised and cleared,
     // and the journal's housekeeping timer.
     let (raised_tx, mut raised_rx) = mpsc::channel::<Raised>(64);
@@ -783,6 +812,7 @@ pub async fn run(
             let _ = ready.send(Ready {
                 device_broker: device_broker.clone(),
                 local_api,
+                technician: technician.clone(),
             });
         }
         tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
@@ -821,6 +851,9 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
     let _ = tokio::time::timeout(Duration::from_secs(6), ingest).await;
     let _ = api.await;
+    if let Some(page) = technician_page {
+        let _ = page.await;
+    }
     tracing::info!("gateway stopped");
     if journal_failed {
         return Err(GatewayError::JournalStopped);
@@ -848,6 +881,59 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Makes (once) or loads the page's certificate, binds, and serves the
+/// technician page until `cancel`.
+async fn start_technician_page(
+    t: &crate::config::TechnicianPage,
+    data_dir: &std::path::Path,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) -> Result<(TechnicianReady, tokio::task::JoinHandle<()>), GatewayError> {
+    use crate::technician::{tls, WebState};
+    let fail = |e: String| GatewayError::Technician(e);
+    let (dir, ip) = (data_dir.to_path_buf(), t.listen.ip());
+    let cert = tokio::task::spawn_blocking(move || tls::ensure(&dir, ip))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let server = tls::server_config(&cert).map_err(|e| fail(e.to_string()))?;
+    let tcp = tokio::net::TcpListener::bind(t.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", t.listen)))?;
+    let listener = tls::TlsListener::new(tcp, server).map_err(|e| fail(e.to_string()))?;
+    let addr = axum::serve::Listener::local_addr(&listener).map_err(|e| fail(e.to_string()))?;
+    if cert.made_now {
+        tracing::info!(cert = %cert.cert.display(), "technician page: made its own TLS certificate (once; it is kept)");
+    }
+    let accounts = crate::technician::accounts::AccountsFile::in_dir(data_dir)
+        .load()
+        .map(|a| a.technicians.len());
+    match accounts {
+        Ok(0) => tracing::warn!("technician page: no technician account yet; add one with `trygg-gateway technician add NAME`"),
+        Ok(n) => tracing::info!(accounts = n, "technician page: accounts found"),
+        Err(e) => tracing::error!(error = %e, "technician page: the accounts file cannot be read; logins fail until it is fixed"),
+    }
+    tracing::info!(
+        url = %format!("https://{addr}/"),
+        fingerprint = %format!("SHA256:{}", cert.fingerprint),
+        "technician page listening; check that the browser shows this certificate fingerprint"
+    );
+    let policy = crate::technician::sessions::Policy {
+        idle_ms: t.session_idle_min * 60_000,
+        absolute_ms: t.session_max_h * 3_600_000,
+    };
+    let state = WebState::new(shared.clone(), data_dir.to_path_buf(), policy);
+    let task = tokio::spawn(crate::technician::serve(listener, state, cancel.clone()));
+    Ok((
+        TechnicianReady {
+            addr,
+            fingerprint: cert.fingerprint,
+            cert: cert.cert,
+        },
+        task,
+    ))
 }
 
 /// The decommission flow (see `crate::decommission`): deliver, have the

@@ -116,6 +116,12 @@ pub async fn run_demo(
     gw.uplink.url = backend_broker.to_string();
     gw.uplink.ca_file = backend.ca_file.clone();
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    // The technician page on loopback (accounts: `trygg-gateway technician
+    // add` with this run's data dir).
+    if let Some(t) = gw.technician.as_mut() {
+        t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    }
+    let technician_login = demo_technician(&gw.data_dir)?;
     // The simulated devices' keys, paired with the gateway (the secret
     // they come from is kept with the demo's data, so that a register kept
     // from an earlier run still matches).
@@ -191,6 +197,16 @@ pub async fn run_demo(
             None => println!("                    {role}: user {user} (made by an earlier run on this data dir; its password was printed then)"),
         }
     }
+    if let Some(t) = &gateway_ready.technician {
+        println!(
+            "  Technician page:  https://{}/  (the gateway's own certificate: SHA256:{})",
+            t.addr, t.fingerprint
+        );
+        match &technician_login {
+            Some(p) => println!("                    user demo-tech, password {p}  (made for this run)"),
+            None => println!("                    user demo-tech (made by an earlier run on this data dir; its password was printed then)"),
+        }
+    }
     println!(
         "  Open alarms:      curl -s 'http://{}/api/v1/alarms?state=open'",
         ready.api
@@ -247,6 +263,24 @@ pub async fn run_demo(
 /// Makes the demo's console users (an operator and an administrator, with
 /// random passwords) and registers the demo resident and gateway in unit
 /// `demo`. Returns (user, role, password if made now).
+/// A technician account `demo-tech` for the gateway's page, with a password
+/// made for this run (printed), unless an earlier run made it.
+fn demo_technician(gateway_dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    use trygg_gateway::technician::accounts::AccountsFile;
+    let file = AccountsFile::in_dir(gateway_dir);
+    if file.load()?.get("demo-tech").is_some() {
+        return Ok(None);
+    }
+    let password: String = (0..16)
+        .map(|_| {
+            const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+            CHARS[rand::random_range(0..CHARS.len())] as char
+        })
+        .collect();
+    file.update(|a| a.add("demo-tech", &password, trygg_bridge::store::now_ms()))?;
+    Ok(Some(password))
+}
+
 fn demo_register(
     backend_dir: &std::path::Path,
     gateway_id: &str,

@@ -210,6 +210,10 @@ pub fn gateway_config(dir: &Path, uplink: &MqttUrl, ca_file: &Path) -> trygg_gat
     c.uplink.ca_file = ca_file.to_path_buf();
     c.uplink.receipt_timeout_s = 5;
     c.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    // The technician page on loopback, on a free port (HTTPS all the same).
+    if let Some(t) = c.technician.as_mut() {
+        t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    }
     // Each device paired with its test key (see `device_key`).
     trygg_sim::keys::with_keys(&mut c.devices);
     c

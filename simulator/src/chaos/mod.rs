@@ -285,6 +285,9 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     gw.uplink.receipt_timeout_s = RECEIPT_TIMEOUT_S;
     gw.journal.drop_report_s = 1;
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_api));
+    // No technician page: chaos kills and restarts the gateway, and a page
+    // on a fixed port would only get in the way.
+    gw.technician = None;
     gw.devices = devices.clone();
     // Each simulated device connects with its own key (this process's).
     crate::keys::with_keys(&mut gw.devices);
