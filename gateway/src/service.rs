@@ -365,7 +365,20 @@ pub async fn run(
             devices = register.len(),
             "device register seeded from the config's [[devices]]; from now on it is changed with `trygg-gateway device ...`"
         );
-    } else {
+    }
+    // The register is sealed in the journal; the config file is not.
+    let in_clear = config
+        .devices
+        .iter()
+        .filter(|d| d.resident.is_some() || d.room.is_some())
+        .count();
+    if in_clear > 0 {
+        tracing::warn!(
+            devices = in_clear,
+            "the config file's [[devices]] hold residents' ids and rooms in clear text; the register (encrypted in the journal) has them now: remove the [[devices]] entries from the config file"
+        );
+    }
+    if !seeded {
         for d in &config.devices {
             if register.get(&d.id) != Some(d) {
                 tracing::warn!(
