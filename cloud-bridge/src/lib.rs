@@ -20,6 +20,7 @@ pub mod benefits;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod enrollment;
 pub mod escalation;
 pub mod ingest;
 pub mod store;
