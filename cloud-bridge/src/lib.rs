@@ -173,6 +173,9 @@ pub async fn run(
                 max_inflight: 100,
                 log_segment_bytes: BrokerSettings::LARGE_LOG.0,
                 log_segments: BrokerSettings::LARGE_LOG.1,
+                tls_config: None,
+                authenticator: None,
+                authorizer: None,
             };
             let started = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await

@@ -241,6 +241,9 @@ pub async fn run(
                 max_inflight: 1000,
                 log_segment_bytes: BrokerSettings::SMALL_LOG.0,
                 log_segments: BrokerSettings::SMALL_LOG.1,
+                tls_config: None,
+                authenticator: None,
+                authorizer: None,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await

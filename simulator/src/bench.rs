@@ -676,6 +676,9 @@ async fn phases(
         max_inflight: 1000,
         log_segment_bytes: trygg_uplink::broker::BrokerSettings::SMALL_LOG.0,
         log_segments: trygg_uplink::broker::BrokerSettings::SMALL_LOG.1,
+        tls_config: None,
+        authenticator: None,
+        authorizer: None,
     };
     let rumqttd =
         tokio::task::spawn_blocking(move || trygg_uplink::broker::EmbeddedBroker::start(settings))

@@ -13,7 +13,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+pub use rumqttd::{Access, AccessRequest, Authorizer};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+
+/// Checks a CONNECT's client id, username and password.
+pub type Authenticator = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
 
 /// Log directives that quiet rumqttd's noise: it logs a client's normal
 /// disconnect, and every readiness probe, at ERROR. Append to a default
@@ -33,7 +39,7 @@ pub enum MqttVersion {
     V5,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BrokerSettings {
     pub listen: SocketAddr,
     pub version: MqttVersion,
@@ -47,6 +53,32 @@ pub struct BrokerSettings {
     /// everything until a receipt), so a small log only bounds memory.
     pub log_segment_bytes: usize,
     pub log_segments: usize,
+    /// A ready rustls server config, used instead of `tls` when set (to
+    /// verify client certificates with a verifier of one's own).
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// When set, a CONNECT without a username and password, or with ones it
+    /// refuses, is refused. Arguments: client id, username, password.
+    pub authenticator: Option<Authenticator>,
+    /// When set, every publish, subscribe and will topic is checked; a
+    /// refusal closes the client's connection.
+    pub authorizer: Option<Authorizer>,
+}
+
+impl std::fmt::Debug for BrokerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSettings")
+            .field("listen", &self.listen)
+            .field("version", &self.version)
+            .field("tls", &self.tls)
+            .field("max_payload", &self.max_payload)
+            .field("max_inflight", &self.max_inflight)
+            .field("log_segment_bytes", &self.log_segment_bytes)
+            .field("log_segments", &self.log_segments)
+            .field("tls_config", &self.tls_config.is_some())
+            .field("authenticator", &self.authenticator.is_some())
+            .field("authorizer", &self.authorizer.is_some())
+            .finish()
+    }
 }
 
 impl BrokerSettings {
@@ -89,11 +121,15 @@ impl EmbeddedBroker {
         let server = ServerSettings {
             name: format!("trygg-{addr}"),
             listen: addr,
-            tls: settings.tls.as_ref().map(|(cert, key)| TlsConfig::Rustls {
-                capath: None,
-                certpath: cert.display().to_string(),
-                keypath: key.display().to_string(),
-            }),
+            tls: match (&settings.tls_config, &settings.tls) {
+                (Some(config), _) => Some(TlsConfig::RustlsServerConfig(config.clone())),
+                (None, Some((cert, key))) => Some(TlsConfig::Rustls {
+                    capath: None,
+                    certpath: cert.display().to_string(),
+                    keypath: key.display().to_string(),
+                }),
+                (None, None) => None,
+            },
             next_connection_delay_ms: 1,
             connections: ConnectionSettings {
                 connection_timeout_ms: 60_000,
@@ -101,9 +137,20 @@ impl EmbeddedBroker {
                 max_inflight_count: settings.max_inflight,
                 auth: None,
                 external_auth: None,
+                authorizer: None,
                 dynamic_filters: true,
             },
         };
+        let mut server = server;
+        if let Some(authenticate) = settings.authenticator.clone() {
+            server.connections.set_auth_handler(
+                move |client_id: String, user: String, pass: String| {
+                    let ok = authenticate(&client_id, &user, &pass);
+                    std::future::ready(ok)
+                },
+            );
+        }
+        server.connections.authorizer = settings.authorizer.clone();
         let servers = HashMap::from([("1".to_string(), server)]);
         let config = Config {
             id: 0,
@@ -134,7 +181,7 @@ impl EmbeddedBroker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        tracing::info!(%addr, tls = settings.tls.is_some(), version = ?settings.version, "embedded broker listening");
+        tracing::info!(%addr, tls = settings.tls.is_some() || settings.tls_config.is_some(), authenticated = settings.authenticator.is_some(), authorized = settings.authorizer.is_some(), version = ?settings.version, "embedded broker listening");
         Ok(EmbeddedBroker { addr })
     }
 }

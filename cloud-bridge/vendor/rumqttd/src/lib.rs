@@ -44,6 +44,32 @@ pub type TopicId = usize;
 pub type Offset = (u64, u64);
 pub type Cursor = (u64, u64);
 
+/// Trygg patch: what a client asks to do, for [`ConnectionSettings::authorizer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Publish,
+    Subscribe,
+}
+
+/// Trygg patch: one publish (or will) topic or one subscription filter a
+/// client asks for, with who the client is.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The client id sent in CONNECT.
+    pub client_id: &'a str,
+    /// The username of CONNECT's login, if any.
+    pub username: Option<&'a str>,
+    /// The subject CN of the TLS client certificate, if one was presented.
+    pub peer_identity: Option<&'a str>,
+    pub access: Access,
+    /// The topic (publish, will) or the filter (subscribe).
+    pub topic: &'a str,
+}
+
+/// Trygg patch: decides whether a client may publish to a topic or
+/// subscribe to a filter. A refusal closes the client's connection.
+pub type Authorizer = Arc<dyn Fn(&AccessRequest) -> bool + Send + Sync>;
+
 pub type ClientId = String;
 pub type AuthUser = String;
 pub type AuthPass = String;
@@ -81,6 +107,10 @@ pub struct PrometheusSetting {
 #[derive(Debug, Serialize, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum TlsConfig {
+    /// Trygg patch: a ready rustls server config, so the caller can bring
+    /// its own client-certificate verifier (revocation, several CAs).
+    #[serde(skip)]
+    RustlsServerConfig(Arc<tokio_rustls::rustls::ServerConfig>),
     Rustls {
         capath: Option<String>,
         certpath: String,
@@ -107,6 +137,7 @@ impl TlsConfig {
                 ca && [certpath, keypath].iter().all(|v| Path::new(v).exists())
             }
             TlsConfig::NativeTls { pkcs12path, .. } => Path::new(pkcs12path).exists(),
+            TlsConfig::RustlsServerConfig(_) => true,
         }
     }
 }
@@ -152,6 +183,9 @@ pub struct ConnectionSettings {
     pub auth: Option<HashMap<String, String>>,
     #[serde(skip)]
     pub external_auth: Option<AuthHandler>,
+    /// Trygg patch: checked for every publish, subscribe and will topic.
+    #[serde(skip)]
+    pub authorizer: Option<Authorizer>,
     #[serde(default)]
     pub dynamic_filters: bool,
 }
@@ -178,6 +212,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("max_inflight_count", &self.max_inflight_count)
             .field("auth", &self.auth)
             .field("external_auth", &self.external_auth.is_some())
+            .field("authorizer", &self.authorizer.is_some())
             .field("dynamic_filters", &self.dynamic_filters)
             .finish()
     }

@@ -4,7 +4,7 @@ use crate::link::network::Network;
 use crate::local::LinkBuilder;
 use crate::protocol::{ConnAck, Connect, ConnectReturnCode, Login, Packet, Protocol};
 use crate::router::{Event, Notification};
-use crate::{ConnectionId, ConnectionSettings};
+use crate::{Access, AccessRequest, Authorizer, ConnectionId, ConnectionSettings};
 
 use flume::{RecvError, SendError, Sender, TrySendError};
 use std::cmp::min;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::time::error::Elapsed;
 use tokio::{select, time};
-use tracing::{trace, Span};
+use tracing::{trace, warn, Span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,6 +43,8 @@ pub enum Error {
     ConnectionAck(String),
     #[error("Authentication error")]
     InvalidAuth,
+    #[error("Not authorized: {access:?} {topic:?}")]
+    NotAuthorized { access: Access, topic: String },
     #[error("Channel try send error")]
     TrySend(#[from] TrySendError<(ConnectionId, Event)>),
     #[error("Link error = {0}")]
@@ -58,6 +60,52 @@ pub struct RemoteLink<P> {
     link_rx: LinkRx,
     notifications: VecDeque<Notification>,
     pub(crate) will_delay_interval: u32,
+    guard: Option<Guard>,
+}
+
+/// Trygg patch: who the client is, for the authorizer.
+struct Guard {
+    authorizer: Authorizer,
+    client_id: String,
+    username: Option<String>,
+    peer_identity: Option<String>,
+}
+
+impl Guard {
+    fn check(&self, access: Access, topic: &str) -> Result<(), Error> {
+        let request = AccessRequest {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+            peer_identity: self.peer_identity.as_deref(),
+            access,
+            topic,
+        };
+        // An empty topic is a v5 topic alias: the topic cannot be checked.
+        if !topic.is_empty() && (self.authorizer)(&request) {
+            return Ok(());
+        }
+        warn!(client_id = %self.client_id, username = ?self.username, peer = ?self.peer_identity, ?access, topic, "not authorized: closing the connection");
+        Err(Error::NotAuthorized {
+            access,
+            topic: topic.to_string(),
+        })
+    }
+
+    fn check_packet(&self, packet: &Packet) -> Result<(), Error> {
+        match packet {
+            Packet::Publish(publish, _) => {
+                let topic = std::str::from_utf8(&publish.topic).unwrap_or("");
+                self.check(Access::Publish, topic)
+            }
+            Packet::Subscribe(subscribe, _) => {
+                for filter in &subscribe.filters {
+                    self.check(Access::Subscribe, &filter.path)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<P: Protocol> RemoteLink<P> {
@@ -68,10 +116,18 @@ impl<P: Protocol> RemoteLink<P> {
         connect_packet: Packet,
         dynamic_filters: bool,
         assigned_client_id: Option<String>,
+        authorizer: Option<Authorizer>,
+        peer_identity: Option<String>,
     ) -> Result<RemoteLink<P>, Error> {
-        let Packet::Connect(connect, props, lastwill, lastwill_props, _) = connect_packet else {
+        let Packet::Connect(connect, props, lastwill, lastwill_props, login) = connect_packet else {
             return Err(Error::NotConnectPacket(connect_packet));
         };
+        let guard = authorizer.map(|authorizer| Guard {
+            authorizer,
+            client_id: connect.client_id.clone(),
+            username: login.as_ref().map(|l| l.username.clone()),
+            peer_identity,
+        });
 
         // Register this connection with the router. Router replys with ack which if ok will
         // start the link. Router can sometimes reject the connection (ex max connection limit)
@@ -122,6 +178,7 @@ impl<P: Protocol> RemoteLink<P> {
             link_rx,
             notifications: VecDeque::with_capacity(100),
             will_delay_interval,
+            guard,
         })
     }
 
@@ -136,8 +193,18 @@ impl<P: Protocol> RemoteLink<P> {
                     let packet = o?;
                     let len = {
                         let mut buffer = self.link_tx.buffer();
+                        let before = buffer.len();
                         buffer.push_back(packet);
                         self.network.readv(&mut buffer)?;
+                        // Trygg patch: nothing unauthorized reaches the router.
+                        if let Some(guard) = &self.guard {
+                            for packet in buffer.iter().skip(before) {
+                                if let Err(e) = guard.check_packet(packet) {
+                                    buffer.truncate(before);
+                                    return Err(e);
+                                }
+                            }
+                        }
                         buffer.len()
                     };
 
@@ -173,6 +240,7 @@ impl<P: Protocol> RemoteLink<P> {
 /// authentication and checks are done here.
 pub async fn mqtt_connect<P>(
     config: Arc<ConnectionSettings>,
+    peer_identity: Option<&str>,
     network: &mut Network<P>,
 ) -> Result<Packet, Error>
 where
@@ -188,14 +256,28 @@ where
     })
     .await??;
 
-    let (connect, _props, login) = match packet {
-        Packet::Connect(ref connect, ref props, _, _, ref login) => (connect, props, login),
+    let (connect, _props, will, login) = match packet {
+        Packet::Connect(ref connect, ref props, ref will, _, ref login) => {
+            (connect, props, will, login)
+        }
         packet => return Err(Error::NotConnectPacket(packet)),
     };
 
     Span::current().record("client_id", &connect.client_id);
 
     handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
+
+    // Trygg patch: a will may only go where the client may publish.
+    if let (Some(authorizer), Some(will)) = (&config.authorizer, will) {
+        let guard = Guard {
+            authorizer: authorizer.clone(),
+            client_id: connect.client_id.clone(),
+            username: login.as_ref().map(|l| l.username.clone()),
+            peer_identity: peer_identity.map(str::to_string),
+        };
+        let topic = std::str::from_utf8(&will.topic).unwrap_or("");
+        guard.check(Access::Publish, topic)?;
+    }
 
     // When keep_alive feature is disabled client can live forever, which is not good in
     // distributed broker context so currenlty we don't allow it.
@@ -282,6 +364,7 @@ mod tests {
             max_inflight_count: 0,
             auth: None,
             external_auth: None,
+            authorizer: None,
             dynamic_filters: false,
         }
     }

@@ -365,26 +365,18 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
-        match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
-        }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
-    }
-
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
         let listener = TcpListener::bind(&self.config.listen).await?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
         let config = Arc::new(self.config.connections.clone());
+        // Trygg patch: the TLS acceptor is made once, not per connection.
+        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+        let acceptor = match &self.config.tls {
+            Some(c) => Some(Arc::new(TLSAcceptor::new(c)?)),
+            None => None,
+        };
         info!(
             config = self.config.name,
             listen_addr = self.config.listen.to_string(),
@@ -405,66 +397,90 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
-            );
-
             let config = config.clone();
             let router_tx = self.router_tx.clone();
             count += 1;
-
             let protocol = self.protocol.clone();
-            match link_type {
-                #[cfg(feature = "websocket")]
-                LinkType::Websocket => {
-                    let stream = match accept_hdr_async(network, WSCallback).await {
-                        Ok(s) => Box::new(WsStream::new(s)),
-                        Err(e) => {
-                            error!(error=?e, "Websocket failed handshake");
-                            continue;
-                        }
-                    };
-                    task::spawn(
+            let will_handler = self.awaiting_will_handler.clone();
+            let name = self.config.name.clone();
+            #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+            let acceptor = acceptor.clone();
+
+            // Trygg patch: the TLS handshake runs in the connection's own
+            // task, within the connection timeout. Awaited in this loop, one
+            // client that never finished its handshake stopped every other
+            // client from connecting.
+            task::spawn(async move {
+                let handshake_timeout =
+                    Duration::from_millis(u64::from(config.connection_timeout_ms));
+                #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+                let accepted = match acceptor {
+                    Some(a) => match time::timeout(handshake_timeout, a.accept(stream)).await {
+                        Ok(Ok((tenant_id, peer, network))) => Ok((network, tenant_id, peer)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(tls::Error::HandshakeTimeout),
+                    },
+                    None => Ok((Box::new(stream) as Box<dyn N>, None, None)),
+                };
+                #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+                let accepted: Result<_, std::convert::Infallible> =
+                    Ok((Box::new(stream) as Box<dyn N>, None, None));
+                let (network, tenant_id, peer_identity) = match accepted {
+                    Ok(o) => o,
+                    Err(e) => {
+                        warn!(error=%e, ?addr, "TLS handshake refused or failed");
+                        return;
+                    }
+                };
+
+                info!(?name, ?addr, count, tenant=?tenant_id, peer=?peer_identity, "accept");
+
+                match link_type {
+                    #[cfg(feature = "websocket")]
+                    LinkType::Websocket => {
+                        let stream = match accept_hdr_async(network, WSCallback).await {
+                            Ok(s) => Box::new(WsStream::new(s)),
+                            Err(e) => {
+                                error!(error=?e, "Websocket failed handshake");
+                                return;
+                            }
+                        };
                         remote(
                             config,
                             tenant_id.clone(),
+                            peer_identity,
                             router_tx,
                             stream,
                             protocol,
-                            self.awaiting_will_handler.clone(),
+                            will_handler,
                         )
                         .instrument(tracing::info_span!(
                             "websocket_link",
                             client_id = field::Empty,
                             connection_id = field::Empty
-                        )),
-                    )
+                        ))
+                        .await
+                    }
+                    LinkType::Remote => {
+                        remote(
+                            config,
+                            tenant_id.clone(),
+                            peer_identity,
+                            router_tx,
+                            network,
+                            protocol,
+                            will_handler,
+                        )
+                        .instrument(tracing::error_span!(
+                            "remote_link",
+                            ?tenant_id,
+                            client_id = field::Empty,
+                            connection_id = field::Empty,
+                        ))
+                        .await
+                    }
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
-            };
+            });
 
             time::sleep(delay).await;
         }
@@ -497,6 +513,7 @@ impl Callback for WSCallback {
 async fn remote<P: Protocol>(
     config: Arc<ConnectionSettings>,
     tenant_id: Option<String>,
+    peer_identity: Option<String>,
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
@@ -511,7 +528,8 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    let authorizer = config.authorizer.clone();
+    let connect_packet = match mqtt_connect(config, peer_identity.as_deref(), &mut network).await {
         Ok(p) => p,
         Err(e) => {
             error!(error=?e, "Error while handling MQTT connect packet");
@@ -563,6 +581,8 @@ async fn remote<P: Protocol>(
         connect_packet,
         dynamic_filters,
         assigned_client_id,
+        authorizer,
+        peer_identity,
     )
     .await
     {

@@ -55,8 +55,12 @@ pub enum Error {
     InvalidTenant,
     #[error("Tenant id missing in certificate")]
     MissingTenantId,
-    #[error("Tenant id missing in certificate")]
+    #[error("Client certificate cannot be parsed")]
     CertificateParse,
+    #[error("Client certificate has no subject common name")]
+    MissingCommonName,
+    #[error("TLS handshake took too long")]
+    HandshakeTimeout,
 }
 
 #[cfg(feature = "verify-client-cert")]
@@ -84,6 +88,21 @@ fn extract_tenant_id(der: &[u8]) -> Result<Option<String>, Error> {
     Ok(Some(tenant_id))
 }
 
+/// Trygg patch: the subject CN of a (verified) client certificate.
+#[cfg(feature = "use-rustls")]
+fn subject_common_name(der: &[u8]) -> Result<String, Error> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|_| Error::CertificateParse)?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .ok_or(Error::MissingCommonName)?;
+    cn.as_str()
+        .map(str::to_string)
+        .map_err(|_| Error::MissingCommonName)
+}
+
 #[allow(dead_code)]
 pub enum TLSAcceptor {
     #[cfg(feature = "use-rustls")]
@@ -97,6 +116,12 @@ pub enum TLSAcceptor {
 impl TLSAcceptor {
     pub fn new(config: &TlsConfig) -> Result<Self, Error> {
         match config {
+            #[cfg(feature = "use-rustls")]
+            TlsConfig::RustlsServerConfig(server_config) => Ok(TLSAcceptor::Rustls {
+                acceptor: tokio_rustls::TlsAcceptor::from(server_config.clone()),
+            }),
+            #[cfg(not(feature = "use-rustls"))]
+            TlsConfig::RustlsServerConfig(_) => Err(Error::RustlsNotEnabled),
             #[cfg(feature = "use-rustls")]
             TlsConfig::Rustls {
                 capath,
@@ -115,7 +140,12 @@ impl TLSAcceptor {
         }
     }
 
-    pub async fn accept(&self, stream: TcpStream) -> Result<(Option<String>, Box<dyn N>), Error> {
+    /// Returns the tenant id, the peer's identity (Trygg patch: the subject
+    /// CN of the client certificate, when one was presented) and the stream.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> Result<(Option<String>, Option<String>, Box<dyn N>), Error> {
         match self {
             #[cfg(feature = "use-rustls")]
             TLSAcceptor::Rustls { acceptor } => {
@@ -132,8 +162,16 @@ impl TLSAcceptor {
                 #[cfg(not(feature = "verify-client-cert"))]
                 let tenant_id: Option<String> = None;
 
+                let peer_identity = {
+                    let (_, session) = stream.get_ref();
+                    match session.peer_certificates().and_then(|c| c.first()) {
+                        Some(leaf) => Some(subject_common_name(leaf)?),
+                        None => None,
+                    }
+                };
+
                 let network = Box::new(stream);
-                Ok((tenant_id, network))
+                Ok((tenant_id, peer_identity, network))
             }
             #[cfg(feature = "use-native-tls")]
             TLSAcceptor::NativeTLS { acceptor } => {
@@ -146,7 +184,7 @@ impl TLSAcceptor {
                 //     .to_der()?;
                 // let tenant_id = extract_tenant_id(&peer_certificate)?;
                 let network = Box::new(stream);
-                Ok((None, network))
+                Ok((None, None, network))
             }
         }
     }
