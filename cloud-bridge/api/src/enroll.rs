@@ -343,15 +343,29 @@ pub async fn api_post(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<(u16, Vec<u8>), EnrollError> {
+    api_call(api, "POST", path, Some(body)).await
+}
+
+/// A GET from a backend's loopback service API (plain HTTP).
+pub async fn api_get(api: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), EnrollError> {
+    api_call(api, "GET", path, None).await
+}
+
+async fn api_call(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, Vec<u8>), EnrollError> {
     let url = format!("http://{api}");
     let stream = tokio::time::timeout(CALL_TIMEOUT, tokio::net::TcpStream::connect(api))
         .await
         .map_err(|_| unreachable(&url, "timed out"))?
         .map_err(|e| unreachable(&url, &e.to_string()))?;
-    let body = serde_json::to_vec(body).expect("json serializes");
+    let body = body.map(|b| serde_json::to_vec(b).expect("json serializes"));
     tokio::time::timeout(
         CALL_TIMEOUT,
-        http_post(stream, &api.to_string(), path, &body, &url),
+        http_call(stream, method, &api.to_string(), path, body.as_deref(), &url),
     )
     .await
     .map_err(|_| unreachable(&url, "timed out"))?
@@ -374,7 +388,7 @@ async fn https_post(
             .connect(name, tcp)
             .await
             .map_err(|e| unreachable(&url, &format!("TLS: {e}")))?;
-        http_post(stream, &target.host, path, body, &url).await
+        http_call(stream, "POST", &target.host, path, Some(body), &url).await
     };
     tokio::time::timeout(CALL_TIMEOUT, call)
         .await
@@ -388,17 +402,19 @@ fn unreachable(url: &str, reason: &str) -> EnrollError {
     }
 }
 
-/// One HTTP/1.1 POST with `Connection: close`; the answer's status and
+/// One HTTP/1.1 request with `Connection: close`; the answer's status and
 /// body (read up to [`MAX_ANSWER_BYTES`]).
-async fn http_post<S: AsyncRead + AsyncWrite + Unpin>(
+async fn http_call<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    method: &str,
     host: &str,
     path: &str,
-    body: &[u8],
+    body: Option<&[u8]>,
     url: &str,
 ) -> Result<(u16, Vec<u8>), EnrollError> {
+    let body = body.unwrap_or_default();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let io = |e: std::io::Error| unreachable(url, &e.to_string());

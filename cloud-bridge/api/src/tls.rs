@@ -101,6 +101,20 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         })
 }
 
+/// Reads a private key from PEM text.
+pub fn read_key_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let mut reader = pem;
+    rustls_pemfile::private_key(&mut reader)
+        .map_err(|source| TlsError::Read {
+            path: PathBuf::from("(memory)"),
+            source,
+        })?
+        .ok_or_else(|| TlsError::BadCertificate {
+            path: PathBuf::from("(memory)"),
+            reason: "holds no PEM private key".into(),
+        })
+}
+
 /// A client config trusting the CA certificates in `ca_file` and proving
 /// who it is with the certificate chain in `cert_file` and the key in
 /// `key_file` (mutual TLS: a gateway's uplink).
