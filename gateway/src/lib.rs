@@ -11,13 +11,15 @@
 //! The modules [`ingest`], [`journal`], [`register`] (the paired devices),
 //! [`supervision`], [`uplink`] and [`local_io`] (the Pi's own button, LED,
 //! buzzer and mains-fail input) hold the decisions; [`device_cli`] is the
-//! technician's client of the local API;
+//! technician's client of the local API; [`enrollment`] gets the gateway
+//! its certificate for the uplink (mutual TLS) and runs the uplink with it;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
 pub mod cli;
 pub mod config;
 pub mod device_cli;
+pub mod enrollment;
 pub mod ingest;
 pub mod journal;
 mod local_api;

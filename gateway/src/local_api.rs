@@ -1,9 +1,10 @@
 //! The gateway's local HTTP API, for technicians and monitoring, on
 //! loopback only until the technician login exists (a later issue).
 //!
-//! - `GET /healthz`                 `ok`, or 503 and why the journal cannot commit
+//! - `GET /healthz`                 `ok`, or 503 and why: the journal cannot commit, or
+//!   the gateway is not enrolled or its certificate is refused (and what to run)
 //! - `GET /metrics`                 Prometheus text
-//! - `GET /api/v1/status`           uplink state, journal backlog, heartbeats
+//! - `GET /api/v1/status`           identity (enrolled?), uplink state, journal backlog, heartbeats
 //! - `GET /api/v1/dead-letters`     rejected payloads, newest first
 //! - `GET /api/v1/devices`          the device register, each with its health
 //! - `GET /api/v1/devices/{id}`     one device
@@ -61,6 +62,9 @@ async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "disk full: alarms, medication and technical events are still committed (from the reserve); telemetry waits on the devices. Free space on the gateway's disk.\n".to_string(),
         );
+    }
+    if let Some(problem) = s.identity.lock().ok().and_then(|i| i.problem()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n"));
     }
     match s.journal_error.lock().ok().and_then(|e| e.clone()) {
         None => (StatusCode::OK, "ok".to_string()),
@@ -124,7 +128,33 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
                 .collect()
         })
         .unwrap_or_default();
+    let identity = s
+        .identity
+        .lock()
+        .map(|i| {
+            let (fingerprint, not_after) = match &*i {
+                crate::enrollment::IdentityState::Enrolled {
+                    fingerprint,
+                    not_after_ms,
+                } => (
+                    Some(fingerprint.clone()),
+                    Some(trygg_uplink::enroll::utc_text(*not_after_ms)),
+                ),
+                crate::enrollment::IdentityState::CertificateRefused { fingerprint, .. } => {
+                    (Some(fingerprint.clone()), None)
+                }
+                _ => (None, None),
+            };
+            json!({
+                "state": i.name(),
+                "problem": i.problem(),
+                "certificate_sha256": fingerprint,
+                "certificate_expires": not_after,
+            })
+        })
+        .unwrap_or(serde_json::Value::Null);
     Json(json!({
+        "identity": identity,
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
         "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),
