@@ -632,6 +632,40 @@ impl Store {
     }
 }
 
+/// Enrolls a gateway without the network, for setups that make the
+/// gateway before its backend runs (tests, chaos runs, benchmarks): opens
+/// the stopped bridge's store in `bridge_data_dir`, makes a code (audited,
+/// by `setup`) and exchanges it as the endpoint would, with a key made in
+/// `gateway_identity` (never leaving that directory). The gateway CA is
+/// the one a bridge with the default `[enrollment]` uses.
+pub fn provision_offline(
+    bridge_data_dir: &Path,
+    gateway: &str,
+    gateway_identity: &trygg_uplink::enroll::IdentityFiles,
+) -> Result<trygg_uplink::enroll::IdentityInfo, String> {
+    std::fs::create_dir_all(bridge_data_dir).map_err(|e| e.to_string())?;
+    let store = Store::open(&bridge_data_dir.join("bridge.redb")).map_err(|e| e.to_string())?;
+    let ca = GatewayCa::load_or_create(&bridge_data_dir.join("gateway-ca"), 730)
+        .map_err(|e| e.to_string())?;
+    let now = crate::store::now_ms();
+    let (code, _) = store
+        .create_enroll_code(gateway, "provisioned offline", 3_600_000, "setup", "", now)
+        .map_err(|e| e.to_string())?;
+    let csr = trygg_uplink::enroll::write_pending_key(gateway_identity, gateway)
+        .map_err(|e| e.to_string())?;
+    let request = EnrollRequest {
+        v: trygg_uplink::enroll::ENROLL_VERSION,
+        gateway: gateway.to_string(),
+        code,
+        csr,
+    };
+    let (granted, _) = store
+        .redeem_enroll_code(&request, &ca, "local", now)
+        .map_err(|e| e.to_string())?;
+    trygg_uplink::enroll::install(gateway_identity, gateway, granted, "offline")
+        .map_err(|e| e.to_string())
+}
+
 /// Failed enrollments per address: after [`MAX_FAILURES_PER_ADDRESS`] in
 /// [`FAILURE_WINDOW_MS`], the address waits out the window.
 #[derive(Default)]

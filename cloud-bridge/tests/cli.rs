@@ -41,7 +41,7 @@ async fn run_prints_one_ready_line_with_the_addresses() {
     std::fs::write(
         &path,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[console]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -291,7 +291,7 @@ async fn register_commands_say_plainly_when_the_bridge_holds_the_store() {
         &path,
         format!(
             "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             [console]\nlisten = \"127.0.0.1:0\"\n",
+             [console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )

@@ -33,7 +33,8 @@ async fn receipts(dev: &mut RawDevice, n: usize) -> Vec<(String, Value)> {
 }
 
 /// The gateway pointed at a backend that is not there yet, whose TLS files
-/// already exist (the backend reuses them when it starts).
+/// and gateway CA already exist (the backend reuses them when it starts),
+/// and enrolled with it.
 fn offline_setup(dir: &std::path::Path) -> (std::net::SocketAddr, trygg_gateway::Config) {
     let backend_dir = dir.join("backend");
     let pki = trygg_uplink::tls::DevPki::ensure(&backend_dir.join("tls")).unwrap();
@@ -47,6 +48,14 @@ fn offline_setup(dir: &std::path::Path) -> (std::net::SocketAddr, trygg_gateway:
     for d in &mut config.devices {
         d.supervision_s = Some(0);
     }
+    // Enrolled before its backend first runs (the backend's store and
+    // gateway CA are made here and reused when it starts).
+    trygg_bridge::enrollment::provision_offline(
+        &backend_dir,
+        &config.gateway_id,
+        &trygg_uplink::enroll::IdentityFiles::in_data_dir(&config.data_dir),
+    )
+    .unwrap();
     (addr, config)
 }
 

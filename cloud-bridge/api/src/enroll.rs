@@ -240,13 +240,7 @@ pub async fn enroll(
 ) -> Result<IdentityInfo, EnrollError> {
     let target = HttpsUrl::parse(url)?;
     let tls = crate::tls::client_config(ca_file)?;
-    fs::create_dir_all(&files.dir).map_err(|source| EnrollError::Write {
-        path: files.dir.clone(),
-        source,
-    })?;
-    restrict_dir(&files.dir);
-    let (key_pem, csr) = new_key_and_csr(gateway)?;
-    write_private(&files.pending_key, key_pem.as_bytes())?;
+    let csr = write_pending_key(files, gateway)?;
     let request = EnrollRequest {
         v: ENROLL_VERSION,
         gateway: gateway.to_string(),
@@ -269,6 +263,18 @@ pub async fn enroll(
     }
     let granted: EnrollResponse = serde_json::from_slice(&answer)
         .map_err(|e| EnrollError::BadAnswer(format!("unreadable answer: {e}")))?;
+    install(files, gateway, granted, &target.to_string())
+}
+
+/// Puts a granted certificate in place beside the pending key in `files`
+/// (written by [`enroll`], or by [`write_pending_key`] for provisioning
+/// without the network), after checking it is what was asked for.
+pub fn install(
+    files: &IdentityFiles,
+    gateway: &str,
+    granted: EnrollResponse,
+    backend: &str,
+) -> Result<IdentityInfo, EnrollError> {
     let der = first_certificate(granted.certificate.as_bytes())
         .ok_or_else(|| EnrollError::BadAnswer("no PEM certificate in the answer".into()))?;
     if fingerprint(&der) != granted.fingerprint {
@@ -295,7 +301,7 @@ pub async fn enroll(
         not_after_ms: granted.not_after_ms,
         not_after: granted.not_after,
         enrolled_ms: now_ms(),
-        backend: target.to_string(),
+        backend: backend.to_string(),
     };
     let info_tmp = files.dir.join("identity.json.tmp");
     write_file(
@@ -305,6 +311,19 @@ pub async fn enroll(
     rename(&info_tmp, &files.info)?;
     sync_dir(&files.dir);
     Ok(info)
+}
+
+/// Makes a new key in `files` (pending until [`install`]) and returns a
+/// CSR for it.
+pub fn write_pending_key(files: &IdentityFiles, gateway: &str) -> Result<String, EnrollError> {
+    fs::create_dir_all(&files.dir).map_err(|source| EnrollError::Write {
+        path: files.dir.clone(),
+        source,
+    })?;
+    restrict_dir(&files.dir);
+    let (key_pem, csr) = new_key_and_csr(gateway)?;
+    write_private(&files.pending_key, key_pem.as_bytes())?;
+    Ok(csr)
 }
 
 /// Asks a running backend's loopback service API for an enrollment code
