@@ -245,6 +245,10 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
                 rustls::Error::InvalidCertificate(
                     CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
                 ) => "not_valid_yet",
+                // Signed by another key under the gateway CA's name.
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+                    "bad_signature"
+                }
                 _ => "invalid_certificate",
             };
             self.refuse(end_entity, reason, e.to_string());
