@@ -278,10 +278,7 @@ struct EnrollCodeBody {
 
 /// Makes a one-time enrollment code (what `trygg-bridge enroll-code
 /// create` uses while the bridge runs). The code is in this answer only.
-async fn create_enroll_code(
-    State(s): State<AppState>,
-    bytes: Bytes,
-) -> Result<Response, ApiError> {
+async fn create_enroll_code(State(s): State<AppState>, bytes: Bytes) -> Result<Response, ApiError> {
     let b: EnrollCodeBody = body(&bytes)?;
     let valid_ms = b
         .valid_s
@@ -311,7 +308,10 @@ async fn create_enroll_code(
                 .into_response())
         }
         Err(crate::enrollment::CodeError::Store(e)) => Err(e.into()),
-        Err(e) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
     }
 }
 

@@ -127,7 +127,9 @@ pub enum RedeemError {
     Unknown,
     #[error("this enrollment code was used already ({0}); a code works once: ask for a new one (trygg-bridge enroll-code create)")]
     Used(String),
-    #[error("this enrollment code expired {0}; ask for a new one (trygg-bridge enroll-code create)")]
+    #[error(
+        "this enrollment code expired {0}; ask for a new one (trygg-bridge enroll-code create)"
+    )]
     Expired(String),
     #[error("this enrollment code was made for another gateway id; check `gateway_id` in the gateway's config, or ask for a code for this gateway")]
     WrongGateway,
@@ -298,7 +300,9 @@ impl GatewayCa {
     ) -> Result<(rcgen::CertificateParams, String, u64), rcgen::Error> {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         params.is_ca = rcgen::IsCa::ExplicitNoCa;
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
@@ -409,10 +413,7 @@ impl Store {
                 by,
                 "enroll_code_create",
                 &format!("gateway/{gateway}"),
-                &format!(
-                    "ok: site {site}, expires {}",
-                    utc_text(record.expires_ms)
-                ),
+                &format!("ok: site {site}, expires {}", utc_text(record.expires_ms)),
                 remote,
                 now_ms,
             ),
@@ -460,8 +461,10 @@ impl Store {
         let cert;
         {
             let mut codes = txn.open_table(ENROLL_CODES)?;
-            let found: Option<EnrollCode> =
-                codes.get(key.as_str())?.map(|v| parse(v.value())).transpose()?;
+            let found: Option<EnrollCode> = codes
+                .get(key.as_str())?
+                .map(|v| parse(v.value()))
+                .transpose()?;
             let Some(mut code) = found else {
                 return Err(RedeemError::Unknown);
             };
@@ -792,11 +795,7 @@ pub fn router(state: EnrollState) -> axum::Router {
         .with_state(state)
 }
 
-fn refusal(
-    status: axum::http::StatusCode,
-    reason: &str,
-    error: &str,
-) -> axum::response::Response {
+fn refusal(status: axum::http::StatusCode, reason: &str, error: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     (
         status,
@@ -849,8 +848,7 @@ async fn enroll(
             );
         }
     };
-    if request.v != trygg_uplink::enroll::ENROLL_VERSION || !valid_gateway_id(&request.gateway)
-    {
+    if request.v != trygg_uplink::enroll::ENROLL_VERSION || !valid_gateway_id(&request.gateway) {
         st.metrics
             .inc("enroll_refused_total", "reason=\"bad_request\"");
         return refusal(
@@ -945,11 +943,23 @@ mod tests {
     fn a_code_is_spent_by_its_first_good_use_and_only_its_hash_is_kept() {
         let (dir, s, ca) = setup();
         let (code, _) = s
-            .create_enroll_code("gw-1", "Frogner 12", DEFAULT_CODE_VALID_MS, "kari", "", 1000)
+            .create_enroll_code(
+                "gw-1",
+                "Frogner 12",
+                DEFAULT_CODE_VALID_MS,
+                "kari",
+                "",
+                1000,
+            )
             .unwrap();
         assert_eq!(code.len(), 19);
         let (granted, cert) = s
-            .redeem_enroll_code(&request("gw-1", &code.to_lowercase()), &ca, "10.0.0.2", 2000)
+            .redeem_enroll_code(
+                &request("gw-1", &code.to_lowercase()),
+                &ca,
+                "10.0.0.2",
+                2000,
+            )
             .unwrap();
         assert_eq!(granted.gateway, "gw-1");
         assert_eq!(granted.site, "Frogner 12");

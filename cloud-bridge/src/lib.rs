@@ -199,10 +199,9 @@ pub async fn run(
     };
     let gateway_ca = Arc::new(match (&e.ca_cert, &e.ca_key) {
         (Some(c), Some(k)) => enrollment::GatewayCa::load(c, k, e.cert_valid_days)?,
-        _ => enrollment::GatewayCa::load_or_create(
-            &data_dir.join("gateway-ca"),
-            e.cert_valid_days,
-        )?,
+        _ => {
+            enrollment::GatewayCa::load_or_create(&data_dir.join("gateway-ca"), e.cert_valid_days)?
+        }
     });
     // The bridge's own uplink identity: made at every start, kept in memory.
     let (own_cert, own_key) = gateway_ca
@@ -211,7 +210,9 @@ pub async fn run(
     let own_key = trygg_uplink::tls::read_key_pem(own_key.as_bytes())
         .map_err(|e| BridgeError::Identity(e.to_string()))?;
     let own_identity = (
-        vec![rustls::pki_types::CertificateDer::from(own_cert.der.clone())],
+        vec![rustls::pki_types::CertificateDer::from(
+            own_cert.der.clone(),
+        )],
         own_key,
     );
 
@@ -236,7 +237,9 @@ pub async fn run(
             // Mutual TLS: a client certificate from the gateway CA, issued
             // here and not revoked (checked live at each handshake); each
             // gateway only its own topics.
-            let (cert, key) = server_files.clone().expect("embedded always has server files");
+            let (cert, key) = server_files
+                .clone()
+                .expect("embedded always has server files");
             let verifier = mtls::RevocationCheckingVerifier::new(
                 &trygg_uplink::tls::read_certs(&gateway_ca.cert_file)?,
                 store.clone(),
@@ -531,7 +534,7 @@ pub async fn run(
     // ends: the reporter is stopped, not awaited.
     reporter.abort();
     let _ = reporter.await;
-        tokio::task::spawn_blocking(move || writer_thread.join())
+    tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| BridgeError::Task(e.to_string()))?
         .map_err(|_| BridgeError::Task("store writer panicked".into()))?;

@@ -110,12 +110,9 @@ impl Gateway {
             ready.broker.port,
         );
         opts.set_keep_alive(Duration::from_secs(10));
-        let tls = trygg_uplink::tls::client_config_with_identity(
-            &ready.ca_file,
-            &files.cert,
-            &files.key,
-        )
-        .unwrap();
+        let tls =
+            trygg_uplink::tls::client_config_with_identity(&ready.ca_file, &files.cert, &files.key)
+                .unwrap();
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let (tx, receipts) = mpsc::unbounded_channel();

@@ -55,7 +55,8 @@ pub(crate) enum IdentityState {
 }
 
 /// What to do when not enrolled.
-pub const HOW_TO_ENROLL: &str = "ask the backend's administrator or technician for an enrollment code \
+pub const HOW_TO_ENROLL: &str =
+    "ask the backend's administrator or technician for an enrollment code \
      (trygg-bridge enroll-code create --gateway ID --site ADDRESS) and run \
      `trygg-gateway --config FILE enroll --code CODE` on this gateway";
 
@@ -135,10 +136,9 @@ pub(crate) fn enrolled_state(files: &IdentityFiles) -> IdentityState {
             fingerprint,
             not_after_ms: info.map(|i| i.not_after_ms).unwrap_or(0),
         },
-        (None, _) => IdentityState::Broken(format!(
-            "{} holds no certificate",
-            files.cert.display()
-        )),
+        (None, _) => {
+            IdentityState::Broken(format!("{} holds no certificate", files.cert.display()))
+        }
     }
 }
 
@@ -371,7 +371,10 @@ mod tests {
             certificate_refusal("tls: received fatal alert: UnknownCA").as_deref(),
             Some("UnknownCA")
         );
-        assert_eq!(certificate_refusal("Connection refused (os error 111)"), None);
+        assert_eq!(
+            certificate_refusal("Connection refused (os error 111)"),
+            None
+        );
         assert_eq!(
             certificate_refusal("received fatal alert: DecodeError"),
             None
@@ -381,7 +384,10 @@ mod tests {
     #[test]
     fn not_enrolled_says_what_to_run() {
         let p = IdentityState::NotEnrolled.problem().unwrap();
-        assert!(p.contains("trygg-gateway") && p.contains("enroll --code"), "{p}");
+        assert!(
+            p.contains("trygg-gateway") && p.contains("enroll --code"),
+            "{p}"
+        );
         assert!(IdentityState::Enrolled {
             fingerprint: "x".into(),
             not_after_ms: 1

@@ -224,11 +224,10 @@ pub fn register_backend(ready: &trygg_bridge::Ready) {
 /// Tells the harness about a backend running as a child process, from its
 /// ready line (`broker=`, `enroll=`) and its API address.
 pub fn register_child_backend(broker: &MqttUrl, api: SocketAddr, enroll_url: &str) {
-    BACKENDS.lock().expect("registry").push((
-        broker.to_string(),
-        api,
-        enroll_url.to_string(),
-    ));
+    BACKENDS
+        .lock()
+        .expect("registry")
+        .push((broker.to_string(), api, enroll_url.to_string()));
 }
 
 fn backend_of(uplink: &str) -> Option<(SocketAddr, String)> {

@@ -714,7 +714,8 @@ async fn a_new_alarm_is_on_the_stream_within_a_second_for_its_unit_only() {
     kari_stream.chunk().await.unwrap();
     nils_stream.chunk().await.unwrap();
 
-    let tls = trygg_tests::enrolled_tls(&c.backend.ready, "gw-1", &c._dir.path().join("gw-1")).await;
+    let tls =
+        trygg_tests::enrolled_tls(&c.backend.ready, "gw-1", &c._dir.path().join("gw-1")).await;
     let mut opts = MqttOptions::new(
         "trygg-uplink-gw-1",
         c.backend.ready.broker.host.clone(),

@@ -103,7 +103,11 @@ fn unenrolled(dir: &Path, backend: &InProcessBackend) -> trygg_gateway::Config {
     c
 }
 
-async fn access_refused(backend: &InProcessBackend, gateway: &str, needle: &str) -> serde_json::Value {
+async fn access_refused(
+    backend: &InProcessBackend,
+    gateway: &str,
+    needle: &str,
+) -> serde_json::Value {
     eventually(
         Duration::from_secs(10),
         &format!("an access_refused alarm for {gateway} mentioning {needle}"),
@@ -169,12 +173,20 @@ async fn a_gateway_enrolls_with_a_good_code_and_its_alarm_arrives_over_mutual_tl
     let gateway = start_gateway(config).await;
     let status = gateway.local_api.get("/api/v1/status").await;
     assert_eq!(status["identity"]["state"], "enrolled", "{status}");
-    assert_eq!(status["identity"]["certificate_sha256"], fingerprint.as_str());
+    assert_eq!(
+        status["identity"]["certificate_sha256"],
+        fingerprint.as_str()
+    );
     let button = spawn_device("button-1", &gateway.ready.device_broker, None);
     let seq = button.emit(EventKind::ButtonPress).await.unwrap();
     eventually(Duration::from_secs(15), "the alarm at the backend", || {
         let api = backend.api.clone();
-        async move { api.device_seqs("button-1").await.contains(&seq).then_some(()) }
+        async move {
+            api.device_seqs("button-1")
+                .await
+                .contains(&seq)
+                .then_some(())
+        }
     })
     .await;
     gateway.stop.cancel();
@@ -207,15 +219,30 @@ async fn a_used_or_wrong_code_is_refused_counted_and_raised() {
     );
     assert!(
         !second_config.data_dir.join("identity/gateway.key").exists()
-            && !second_config.data_dir.join("identity/gateway.key.pending").exists(),
+            && !second_config
+                .data_dir
+                .join("identity/gateway.key.pending")
+                .exists(),
         "a refused enrollment leaves no key behind"
     );
     let (ok, _, err) = enroll_cli(&second, "AAAA-BBBB-CCCC-DDDD").await;
     assert!(!ok);
     assert!(err.contains("not known"), "{err}");
 
-    metric_at_least(&backend, "enroll_refused_total", "reason=\"used_code\"", 1.0).await;
-    metric_at_least(&backend, "enroll_refused_total", "reason=\"unknown_code\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "enroll_refused_total",
+        "reason=\"used_code\"",
+        1.0,
+    )
+    .await;
+    metric_at_least(
+        &backend,
+        "enroll_refused_total",
+        "reason=\"unknown_code\"",
+        1.0,
+    )
+    .await;
     let alarm = access_refused(&backend, "gw-demo-1", "used_code").await;
     assert_eq!(alarm["device"], "enrollment");
     assert_eq!(alarm["category"], "technical");
@@ -232,7 +259,14 @@ async fn an_expired_code_is_refused() {
         let store = trygg_bridge::store::Store::open(&data.join("bridge.redb")).unwrap();
         let two_hours_ago = trygg_bridge::store::now_ms() - 2 * 3600 * 1000;
         store
-            .create_enroll_code("gw-demo-1", "Frogner 12", 3600 * 1000, "kari", "", two_hours_ago)
+            .create_enroll_code(
+                "gw-demo-1",
+                "Frogner 12",
+                3600 * 1000,
+                "kari",
+                "",
+                two_hours_ago,
+            )
             .unwrap()
             .0
     };
@@ -245,7 +279,13 @@ async fn an_expired_code_is_refused() {
     let (ok, _, err) = enroll_cli(&gw_conf, &code).await;
     assert!(!ok);
     assert!(err.contains("expired"), "{err}");
-    metric_at_least(&backend, "enroll_refused_total", "reason=\"expired_code\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "enroll_refused_total",
+        "reason=\"expired_code\"",
+        1.0,
+    )
+    .await;
     access_refused(&backend, "gw-demo-1", "expired_code").await;
 }
 
@@ -258,8 +298,8 @@ async fn the_private_key_never_leaves_the_gateway() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let pki = trygg_uplink::tls::DevPki::ensure(&dir.path().join("pki")).unwrap();
-    let server = trygg_bridge::console::tls::server_config(&pki.server_cert, &pki.server_key)
-        .unwrap();
+    let server =
+        trygg_bridge::console::tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let gw_dir = dir.path().join("gateway");
@@ -279,14 +319,19 @@ async fn the_private_key_never_leaves_the_gateway() {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap();
                 if body.len() >= len {
                     break;
                 }
             }
         }
-        let key = std::fs::read_to_string(&pending_key).expect("the key is on the gateway's disk while it asks");
+        let key = std::fs::read_to_string(&pending_key)
+            .expect("the key is on the gateway's disk while it asks");
         let answer = br#"{"reason":"unknown_code","error":"this enrollment code is not known"}"#;
         let head = format!(
             "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -309,11 +354,23 @@ async fn the_private_key_never_leaves_the_gateway() {
     let (request, key) = seen.await.unwrap();
     let body: serde_json::Value =
         serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
-    let fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(fields, ["code", "csr", "gateway", "v"], "nothing else is sent");
+    let fields: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        ["code", "csr", "gateway", "v"],
+        "nothing else is sent"
+    );
     assert!(key.contains("PRIVATE KEY"));
     let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    assert!(!request.contains("PRIVATE"), "no private key in the request");
+    assert!(
+        !request.contains("PRIVATE"),
+        "no private key in the request"
+    );
     for chunk in key_body.as_bytes().chunks(16) {
         assert!(
             !request.contains(std::str::from_utf8(chunk).unwrap()),
@@ -369,11 +426,22 @@ async fn an_unenrolled_gateway_journals_says_so_and_is_refused_by_the_backend() 
         trygg_uplink::tls::client_config(&backend.ready.ca_file).unwrap(),
     );
     client
-        .publish("trygg/v1/gw/gw-demo-1/batch", QoS::AtLeastOnce, false, batch("gw-demo-1", "button-9"))
+        .publish(
+            "trygg/v1/gw/gw-demo-1/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-demo-1", "button-9"),
+        )
         .await
         .unwrap();
     assert!(closed(&mut eventloop).await, "the connection is closed");
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"no_certificate\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"no_certificate\"",
+        1.0,
+    )
+    .await;
     access_refused(&backend, "unknown", "no client certificate").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(backend.api.events("button-9").await.is_empty());
@@ -396,10 +464,19 @@ async fn a_revoked_gateway_is_refused_at_its_next_connection() {
     let gateway = start_gateway(config.clone()).await;
     let button = spawn_device("button-1", &gateway.ready.device_broker, None);
     let first = button.emit(EventKind::ButtonPress).await.unwrap();
-    eventually(Duration::from_secs(15), "the first alarm at the backend", || {
-        let api = backend.api.clone();
-        async move { api.device_seqs("button-1").await.contains(&first).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the first alarm at the backend",
+        || {
+            let api = backend.api.clone();
+            async move {
+                api.device_seqs("button-1")
+                    .await
+                    .contains(&first)
+                    .then_some(())
+            }
+        },
+    )
     .await;
 
     // Revoked while the bridge runs (the CLI goes through its API).
@@ -427,16 +504,23 @@ async fn a_revoked_gateway_is_refused_at_its_next_connection() {
     gateway.stop.cancel();
     let _ = gateway.task.await;
     let gateway = start_gateway(config).await;
-    let s = eventually(Duration::from_secs(15), "the gateway to see its certificate refused", || {
-        let api = gateway.local_api.clone();
-        async move {
-            let s = api.get("/api/v1/status").await;
-            (s["identity"]["state"] == "certificate_refused").then_some(s)
-        }
-    })
+    let s = eventually(
+        Duration::from_secs(15),
+        "the gateway to see its certificate refused",
+        || {
+            let api = gateway.local_api.clone();
+            async move {
+                let s = api.get("/api/v1/status").await;
+                (s["identity"]["state"] == "certificate_refused").then_some(s)
+            }
+        },
+    )
     .await;
     assert!(
-        s["identity"]["problem"].as_str().unwrap().contains("enroll --code"),
+        s["identity"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("enroll --code"),
         "{s}"
     );
     let health = reqwest::get(format!("http://{}/healthz", gateway.ready.local_api))
@@ -450,7 +534,13 @@ async fn a_revoked_gateway_is_refused_at_its_next_connection() {
         .await
         .expect("the gateway's receipt");
     assert_eq!(status, ReceiptStatus::Committed);
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"revoked\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"revoked\"",
+        1.0,
+    )
+    .await;
     let alarm = access_refused(&backend, "gw-demo-1", "revoked").await;
     assert_eq!(alarm["device"], "uplink");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -479,10 +569,21 @@ async fn a_foreign_or_expired_certificate_is_refused() {
         identity_tls(&backend, &der, &key),
     );
     let _ = client
-        .publish("trygg/v1/gw/gw-demo-1/batch", QoS::AtLeastOnce, false, batch("gw-demo-1", "button-7"))
+        .publish(
+            "trygg/v1/gw/gw-demo-1/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-demo-1", "button-7"),
+        )
         .await;
     assert!(closed(&mut eventloop).await);
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"unknown_issuer\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"unknown_issuer\"",
+        1.0,
+    )
+    .await;
     access_refused(&backend, "gw-demo-1", "UnknownIssuer").await;
 
     // A foreign CA posing under the gateway CA's own name.
@@ -498,38 +599,80 @@ async fn a_foreign_or_expired_certificate_is_refused() {
         identity_tls(&backend, &cert.der, &key),
     );
     let _ = client
-        .publish("trygg/v1/gw/gw-demo-2/batch", QoS::AtLeastOnce, false, batch("gw-demo-2", "button-5"))
+        .publish(
+            "trygg/v1/gw/gw-demo-2/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-demo-2", "button-5"),
+        )
         .await;
     assert!(closed(&mut eventloop).await);
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"bad_signature\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"bad_signature\"",
+        1.0,
+    )
+    .await;
 
     // The backend's own CA, but expired (issued as if three years ago with
     // a one-day validity).
-    let own_ca = trygg_bridge::enrollment::GatewayCa::load_or_create(&data.join("gateway-ca"), 1)
-        .unwrap();
+    let own_ca =
+        trygg_bridge::enrollment::GatewayCa::load_or_create(&data.join("gateway-ca"), 1).unwrap();
     let (cert, key) = own_ca
-        .issue_own("gw-old", trygg_bridge::store::now_ms() - 3 * 365 * 86_400_000)
+        .issue_own(
+            "gw-old",
+            trygg_bridge::store::now_ms() - 3 * 365 * 86_400_000,
+        )
         .unwrap();
-    let (client, mut eventloop) =
-        connect(&backend, "trygg-uplink-gw-old", identity_tls(&backend, &cert.der, &key));
+    let (client, mut eventloop) = connect(
+        &backend,
+        "trygg-uplink-gw-old",
+        identity_tls(&backend, &cert.der, &key),
+    );
     let _ = client
-        .publish("trygg/v1/gw/gw-old/batch", QoS::AtLeastOnce, false, batch("gw-old", "button-8"))
+        .publish(
+            "trygg/v1/gw/gw-old/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-old", "button-8"),
+        )
         .await;
     assert!(closed(&mut eventloop).await);
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"expired\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"expired\"",
+        1.0,
+    )
+    .await;
 
     // Signed by the backend's CA and valid, but never issued through
     // enrollment (not in the store): refused too.
     let (cert, key) = own_ca
         .issue_own("gw-forged", trygg_bridge::store::now_ms())
         .unwrap();
-    let (client, mut eventloop) =
-        connect(&backend, "trygg-uplink-gw-forged", identity_tls(&backend, &cert.der, &key));
+    let (client, mut eventloop) = connect(
+        &backend,
+        "trygg-uplink-gw-forged",
+        identity_tls(&backend, &cert.der, &key),
+    );
     let _ = client
-        .publish("trygg/v1/gw/gw-forged/batch", QoS::AtLeastOnce, false, batch("gw-forged", "button-6"))
+        .publish(
+            "trygg/v1/gw/gw-forged/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-forged", "button-6"),
+        )
         .await;
     assert!(closed(&mut eventloop).await);
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"not_issued\"", 1.0).await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"not_issued\"",
+        1.0,
+    )
+    .await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     for d in ["button-5", "button-6", "button-7", "button-8"] {
@@ -547,25 +690,54 @@ async fn a_gateway_may_not_publish_to_another_gateways_topic() {
     // gw-a, well-formed, as gw-b: closed, nothing stored.
     let (client, mut eventloop) = connect(&backend, "trygg-uplink-gw-a", tls.clone());
     client
-        .publish("trygg/v1/gw/gw-b/batch", QoS::AtLeastOnce, false, batch("gw-b", "button-b"))
+        .publish(
+            "trygg/v1/gw/gw-b/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-b", "button-b"),
+        )
         .await
         .unwrap();
     assert!(closed(&mut eventloop).await, "the connection is closed");
-    metric_at_least(&backend, "uplink_tls_refused_total", "reason=\"topic_denied\"", 1.0).await;
-    access_refused(&backend, "gw-a", "may not publish to `trygg/v1/gw/gw-b/batch`").await;
+    metric_at_least(
+        &backend,
+        "uplink_tls_refused_total",
+        "reason=\"topic_denied\"",
+        1.0,
+    )
+    .await;
+    access_refused(
+        &backend,
+        "gw-a",
+        "may not publish to `trygg/v1/gw/gw-b/batch`",
+    )
+    .await;
 
     // Nor may it take another gateway's client id.
     let (client, mut eventloop) = connect(&backend, "trygg-uplink-gw-b", tls.clone());
     let _ = client
-        .publish("trygg/v1/gw/gw-a/batch", QoS::AtLeastOnce, false, batch("gw-a", "button-c"))
+        .publish(
+            "trygg/v1/gw/gw-a/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-a", "button-c"),
+        )
         .await;
-    assert!(closed(&mut eventloop).await, "a borrowed client id is closed too");
+    assert!(
+        closed(&mut eventloop).await,
+        "a borrowed client id is closed too"
+    );
 
     // Its own topic works.
     let (client, eventloop) = connect(&backend, "trygg-uplink-gw-a", tls);
     tokio::spawn(drive(eventloop));
     client
-        .publish("trygg/v1/gw/gw-a/batch", QoS::AtLeastOnce, false, batch("gw-a", "button-a"))
+        .publish(
+            "trygg/v1/gw/gw-a/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-a", "button-a"),
+        )
         .await
         .unwrap();
     eventually(Duration::from_secs(10), "gw-a's own batch stored", || {
@@ -573,7 +745,10 @@ async fn a_gateway_may_not_publish_to_another_gateways_topic() {
         async move { (!api.events("button-a").await.is_empty()).then_some(()) }
     })
     .await;
-    assert!(backend.api.events("button-b").await.is_empty(), "gw-b's topic stayed closed");
+    assert!(
+        backend.api.events("button-b").await.is_empty(),
+        "gw-b's topic stayed closed"
+    );
     assert!(backend.api.events("button-c").await.is_empty());
 }
 
@@ -585,12 +760,15 @@ fn foreign_certificate(ca_name: &str, cn: &str) -> (Vec<u8>, String) {
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name = rcgen::DistinguishedName::new();
-    ca.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &issuer).unwrap();
     (cert.der().to_vec(), key.serialize_pem())

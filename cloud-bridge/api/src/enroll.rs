@@ -384,7 +384,14 @@ async fn api_call(
     let body = body.map(|b| serde_json::to_vec(b).expect("json serializes"));
     tokio::time::timeout(
         CALL_TIMEOUT,
-        http_call(stream, method, &api.to_string(), path, body.as_deref(), &url),
+        http_call(
+            stream,
+            method,
+            &api.to_string(),
+            path,
+            body.as_deref(),
+            &url,
+        ),
     )
     .await
     .map_err(|_| unreachable(&url, "timed out"))?

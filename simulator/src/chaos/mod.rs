@@ -383,9 +383,7 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let enrolled_by = tokio::time::Instant::now() + START_TIMEOUT;
     while !identity.exists() {
         if tokio::time::Instant::now() > enrolled_by {
-            anyhow::bail!(
-                "the gateway did not enroll within {START_TIMEOUT:?} (see gateway.log)"
-            );
+            anyhow::bail!("the gateway did not enroll within {START_TIMEOUT:?} (see gateway.log)");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
