@@ -47,6 +47,8 @@ pub struct AppState {
     pub changes: broadcast::Sender<AlarmChange>,
     /// Ends the open streams at shutdown, so graceful shutdown can finish.
     pub cancel: CancellationToken,
+    /// Publishes for the uplink connection (gateway settings).
+    pub outbox: tokio::sync::mpsc::UnboundedSender<crate::settings::Outgoing>,
 }
 
 /// Every route, in one list, so a test can hold the OpenAPI document to it.
@@ -65,6 +67,10 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ),
         ("/api/v1/gateways", get(list_gateways)),
         ("/api/v1/gateways/{id}/revoke", post(revoke_gateway)),
+        (
+            "/api/v1/gateways/{id}/settings",
+            get(get_gateway_settings).put(put_gateway_settings),
+        ),
         ("/api/v1/openapi.json", get(openapi)),
         ("/metrics", get(metrics)),
         ("/healthz", get(healthz)),
@@ -358,6 +364,74 @@ async fn revoke_gateway(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     tracing::warn!(gateway = %id, revoked, "gateway revoked: refused from its next connection");
     Ok(Json(json!({ "gateway": id, "revoked": revoked })).into_response())
+}
+
+/// The gateway's settings as the backend keeps them, with the gateway's
+/// answer to the latest version.
+async fn get_gateway_settings(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    gateway_id(&id)?;
+    match s.store.gateway_settings(&id)? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no settings were set for gateway {id}"),
+        )),
+    }
+}
+
+/// Sets the gateway's settings (the whole set the backend manages) as a new
+/// version, durably and audited, then pushes it; 202 with the version,
+/// `pending` until the gateway answers (GET shows the answer).
+pub(crate) async fn put_gateway_settings(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    gateway_id(&id)?;
+    let settings: trygg_uplink::remote_config::GatewaySettings = body(&bytes)?;
+    let record = set_gateway_settings(&s, &id, settings, "api", "loopback").await?;
+    Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+}
+
+/// Checks, stores (audited as `actor`) and pushes a gateway's settings.
+pub(crate) async fn set_gateway_settings(
+    s: &AppState,
+    gateway: &str,
+    settings: trygg_uplink::remote_config::GatewaySettings,
+    actor: &str,
+    remote: &str,
+) -> Result<crate::settings::GatewaySettingsRecord, ApiError> {
+    settings
+        .check()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let (store, gw, actor, remote) = (
+        s.store.clone(),
+        gateway.to_string(),
+        actor.to_string(),
+        remote.to_string(),
+    );
+    let record = tokio::task::spawn_blocking(move || {
+        store.set_gateway_settings(&gw, settings, &actor, &remote, crate::store::now_ms())
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the store task failed"))??;
+    tracing::info!(gateway, version = record.version, by = %record.set_by, "gateway settings set; pushing");
+    let _ = s.outbox.send(crate::settings::Outgoing::config(&record));
+    Ok(record)
+}
+
+fn gateway_id(id: &str) -> Result<(), ApiError> {
+    if trygg_protocol::topic::is_valid_device_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a gateway id: 1-64 characters of A-Z, a-z, 0-9, '-' or '_'",
+        ))
+    }
 }
 
 async fn list_events(

@@ -26,6 +26,7 @@ pub mod enrollment;
 pub mod escalation;
 pub mod ingest;
 pub mod mtls;
+pub mod settings;
 pub mod store;
 pub mod supervision;
 pub mod uplink;
@@ -297,6 +298,7 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (forget_tx, forget_rx) = tokio::sync::mpsc::unbounded_channel();
     let known = store.gateways()?;
     let supervisor = tokio::spawn(supervision::supervise(
         supervision::GatewayWatch::new(
@@ -304,7 +306,7 @@ pub async fn run(
             known,
             tokio::time::Instant::now(),
         ),
-        seen_rx,
+        (seen_rx, forget_rx),
         store.clone(),
         writer.clone(),
         metrics.clone(),
@@ -319,6 +321,7 @@ pub async fn run(
         cancel.clone(),
     ));
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut uplink = tokio::spawn(uplink::run(
         uplink::UplinkSettings {
             url: broker.clone(),
@@ -326,6 +329,9 @@ pub async fn run(
             ca_file: ca_file.clone(),
             identity: Some(own_identity),
             max_payload: BROKER_MAX_PAYLOAD,
+            outbox: outbox_rx,
+            store: store.clone(),
+            forget: forget_tx,
         },
         writer.clone(),
         metrics.clone(),
@@ -340,6 +346,7 @@ pub async fn run(
         metrics,
         changes,
         cancel: cancel.clone(),
+        outbox: outbox_tx,
     };
     let console_app = console::router(console::ConsoleState {
         app: app_state.clone(),

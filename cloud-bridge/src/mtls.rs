@@ -17,10 +17,11 @@
 //!
 //! What a gateway may do ([`check`]; `{id}` is its certificate's CN):
 //! - connect with client id `trygg-uplink-{id}`;
-//! - publish to `trygg/v1/gw/{id}/...` except `receipt` and `config`
-//!   (those the bridge sends), without wildcards;
-//! - subscribe to `trygg/v1/gw/{id}/receipt`, `trygg/v1/gw/{id}/config`
-//!   and `trygg/v1/bridge/status`.
+//! - publish to `trygg/v1/gw/{id}/...` (batch, heartbeat, status,
+//!   config-result, decommission) except [`FROM_THE_BRIDGE`] (`receipt`,
+//!   `config`, `decommission-result`), without wildcards;
+//! - subscribe to its [`FROM_THE_BRIDGE`] topics and
+//!   `trygg/v1/bridge/status`.
 //!
 //! The bridge (CN `trygg-bridge`, client id `trygg-bridge`) may do
 //! anything. Every refusal closes the connection and goes to
@@ -41,6 +42,11 @@ use trygg_uplink::enroll::fingerprint;
 
 use crate::enrollment::{valid_gateway_id, Refusal, BRIDGE_IDENTITY, RESERVED_PREFIX};
 use crate::store::Store;
+
+/// A gateway's topics the bridge publishes to and the gateway only reads
+/// (`trygg/v1/gw/{id}/...`): receipts, settings pushed from the backend,
+/// the answer to its decommission.
+pub const FROM_THE_BRIDGE: [&str; 3] = ["receipt", "config", "decommission-result"];
 
 /// The uplink client id a gateway must use.
 pub fn gateway_client_id(gateway: &str) -> String {
@@ -81,12 +87,12 @@ pub fn check(r: &AccessRequest) -> Result<(), String> {
         Access::Publish => leaf.is_some_and(|l| {
             !l.is_empty()
                 && !l.contains(['+', '#'])
-                && l != "receipt"
-                && l != "config"
-                && !l.starts_with("receipt/")
+                && !FROM_THE_BRIDGE
+                    .iter()
+                    .any(|b| l == *b || l.starts_with(&format!("{b}/")))
         }),
         Access::Subscribe => {
-            matches!(leaf, Some("receipt") | Some("config")) || r.topic == BRIDGE_STATUS_TOPIC
+            leaf.is_some_and(|l| FROM_THE_BRIDGE.contains(&l)) || r.topic == BRIDGE_STATUS_TOPIC
         }
     };
     if ok {
@@ -362,6 +368,8 @@ mod tests {
             "trygg/v1/gw/gw-1/batch",
             "trygg/v1/gw/gw-1/heartbeat",
             "trygg/v1/gw/gw-1/status",
+            "trygg/v1/gw/gw-1/config-result",
+            "trygg/v1/gw/gw-1/decommission",
         ] {
             assert!(check(&req(me, id, Access::Publish, t)).is_ok(), "{t}");
         }
@@ -369,6 +377,7 @@ mod tests {
             "trygg/v1/gw/gw-2/batch",
             "trygg/v1/gw/gw-1/receipt",
             "trygg/v1/gw/gw-1/config",
+            "trygg/v1/gw/gw-1/decommission-result",
             "trygg/v1/gw/gw-1/",
             "trygg/v1/bridge/status",
             "trygg/v1/gw/gw-1x/batch",
@@ -384,6 +393,7 @@ mod tests {
         for t in [
             "trygg/v1/gw/gw-1/receipt",
             "trygg/v1/gw/gw-1/config",
+            "trygg/v1/gw/gw-1/decommission-result",
             "trygg/v1/bridge/status",
         ] {
             assert!(check(&req(me, id, Access::Subscribe, t)).is_ok(), "{t}");

@@ -304,6 +304,10 @@ impl Store {
                 .is_some();
             out.push((gw, offline));
         }
+        // A decommissioned gateway is silent for good, and rightly.
+        if let Ok(gone) = txn.open_table(crate::settings::DECOMMISSIONED) {
+            out.retain(|(g, _)| !matches!(gone.get(g.as_str()), Ok(Some(_))));
+        }
         Ok(out)
     }
 

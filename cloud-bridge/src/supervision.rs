@@ -33,6 +33,8 @@ struct Seen {
 pub struct GatewayWatch {
     after: Duration,
     gateways: HashMap<String, Seen>,
+    /// Decommissioned: never watched again.
+    forgotten: std::collections::HashSet<String>,
 }
 
 /// What the watch decided.
@@ -52,11 +54,21 @@ impl GatewayWatch {
                 .into_iter()
                 .map(|(g, offline)| (g, Seen { last: now, offline }))
                 .collect(),
+            forgotten: Default::default(),
         }
+    }
+
+    /// Stops watching a decommissioned gateway, for good.
+    pub fn forget(&mut self, gateway: &str) {
+        self.gateways.remove(gateway);
+        self.forgotten.insert(gateway.to_string());
     }
 
     /// A sign of life from `gateway`.
     pub fn seen(&mut self, gateway: &str, now: Instant) -> Option<Verdict> {
+        if self.forgotten.contains(gateway) {
+            return None;
+        }
         let s = self.gateways.entry(gateway.to_string()).or_insert(Seen {
             last: now,
             offline: false,
@@ -93,12 +105,16 @@ impl GatewayWatch {
 /// How often the watch is checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs until `cancel`: takes gateway ids heard from on `seen`, commits
+/// Runs until `cancel`: takes gateway ids heard from on `seen` (and those
+/// decommissioned, to forget, on `forget`), commits
 /// what the watch decides through `writer`, and raises the sequence gaps
 /// still missing after `gap_grace`.
 pub async fn supervise(
     mut watch: GatewayWatch,
-    mut seen: mpsc::UnboundedReceiver<String>,
+    (mut seen, mut forget): (
+        mpsc::UnboundedReceiver<String>,
+        mpsc::UnboundedReceiver<String>,
+    ),
     store: Store,
     writer: StoreWriter,
     metrics: Arc<Metrics>,
@@ -109,6 +125,11 @@ pub async fn supervise(
     loop {
         let verdicts = tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(g) = forget.recv() => {
+                tracing::info!(gateway = %g, "gateway decommissioned: no longer supervised");
+                watch.forget(&g);
+                Vec::new()
+            }
             g = seen.recv() => match g {
                 Some(g) => watch.seen(&g, Instant::now()).into_iter().collect(),
                 None => break,

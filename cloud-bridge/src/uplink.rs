@@ -71,6 +71,13 @@ pub struct UplinkSettings {
     )>,
     /// The broker's largest payload, so the client reads what it may send.
     pub max_payload: usize,
+    /// Publishes to make (gateway settings); retained ones are made again
+    /// after every (re)subscribe.
+    pub outbox: tokio::sync::mpsc::UnboundedReceiver<crate::settings::Outgoing>,
+    /// Where gateways' answers to their settings are kept.
+    pub store: crate::store::Store,
+    /// Gateways decommissioned, for supervision to forget.
+    pub forget: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 /// Runs until `cancel`, then finishes what it took and disconnects.
@@ -121,12 +128,47 @@ pub async fn run(
     // earlier connection, delivered late, must not leave gateways waiting.
     let mut announce = tokio::time::interval(Duration::from_secs(5));
     let mut listening = false;
+    // The latest retained publish per topic, made again after a reconnect
+    // (an external broker may have lost them). Every gateway's settings.
+    let mut retained: std::collections::HashMap<String, crate::settings::Outgoing> = settings
+        .store
+        .all_gateway_settings()
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read gateway settings to publish");
+            Vec::new()
+        })
+        .iter()
+        .map(|r| {
+            let o = crate::settings::Outgoing::config(r);
+            (o.topic.clone(), o)
+        })
+        .collect();
+    let mut outbox = settings.outbox;
+    let publish_now = |client: &AsyncClient, o: &crate::settings::Outgoing| {
+        if let Err(e) = client.try_publish(
+            o.topic.clone(),
+            QoS::AtLeastOnce,
+            o.retain,
+            o.payload.clone(),
+        ) {
+            tracing::warn!(topic = %o.topic, error = %e, "publish could not be queued; made again at the next reconnect");
+        }
+    };
 
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
             _ = announce.tick(), if listening => {
                 let _ = client.try_publish(contract::BRIDGE_STATUS_TOPIC, QoS::AtLeastOnce, true, "online");
+                continue;
+            }
+            Some(out) = outbox.recv() => {
+                if listening {
+                    publish_now(&client, &out);
+                }
+                if out.retain {
+                    retained.insert(out.topic.clone(), out);
+                }
                 continue;
             }
             event = eventloop.poll() => event,
@@ -140,6 +182,8 @@ pub async fn run(
                     contract::BATCH_FILTER,
                     contract::STATUS_FILTER,
                     contract::HEARTBEAT_FILTER,
+                    trygg_uplink::remote_config::CONFIG_RESULT_FILTER,
+                    trygg_uplink::remote_config::DECOMMISSION_FILTER,
                 ];
                 let subs =
                     filters.map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
@@ -159,12 +203,27 @@ pub async fn run(
                 ) {
                     tracing::warn!(error = %e, "bridge status could not be queued");
                 }
+                for o in retained.values() {
+                    publish_now(&client, o);
+                }
                 if let Some(tx) = subscribed.take() {
                     let _ = tx.send(());
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                take(publish, &ordered_tx, &writer, &metrics, &settings.seen).await?;
+                let reply = take(
+                    publish,
+                    &ordered_tx,
+                    &writer,
+                    &metrics,
+                    &settings.seen,
+                    &settings.store,
+                    &settings.forget,
+                )
+                .await?;
+                if let Some(reply) = reply {
+                    publish_now(&client, &reply);
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -288,8 +347,60 @@ async fn take(
     writer: &StoreWriter,
     metrics: &Arc<Metrics>,
     seen: &tokio::sync::mpsc::UnboundedSender<String>,
-) -> Result<(), UplinkError> {
+    store: &crate::store::Store,
+    forget: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<Option<crate::settings::Outgoing>, UplinkError> {
     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+    if let Some(gw) = contract::gateway_of_topic(&topic, "decommission") {
+        let reply = decommission(gw, &publish.payload, store, forget, metrics).await;
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
+        return Ok(Some(reply));
+    }
+    if let Some(gw) = contract::gateway_of_topic(&topic, "config-result") {
+        let _ = seen.send(gw.to_string());
+        match serde_json::from_slice::<trygg_uplink::remote_config::ConfigResult>(&publish.payload)
+        {
+            Ok(result) => {
+                let (store, gw) = (store.clone(), gw.to_string());
+                let answered = tokio::task::spawn_blocking(move || {
+                    store
+                        .gateway_settings_answered(&gw, &result, crate::store::now_ms())
+                        .map(|r| (gw, result, r))
+                })
+                .await;
+                match answered {
+                    Ok(Ok((gw, result, _))) if result.applied => {
+                        metrics.inc("gateway_settings_answers_total", "outcome=\"applied\"");
+                        tracing::info!(gateway = %gw, version = result.version, "gateway applied its settings");
+                    }
+                    Ok(Ok((gw, result, _))) => {
+                        metrics.inc("gateway_settings_answers_total", "outcome=\"refused\"");
+                        tracing::warn!(gateway = %gw, version = result.version, error = ?result.error, "gateway refused its settings; nothing of them was applied");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "a gateway's settings answer could not be stored")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a gateway's settings answer could not be stored")
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.inc("gateway_settings_answers_total", "outcome=\"unreadable\"");
+                tracing::warn!(gateway = gw, error = %e, "a gateway's settings answer cannot be read; ignored");
+            }
+        }
+        let _ = ordered.send(Taken {
+            publish,
+            topic,
+            answer: None,
+        });
+        return Ok(None);
+    }
     if let Some(gw) = contract::gateway_of_topic(&topic, "heartbeat") {
         let _ = seen.send(gw.to_string());
         let _ = ordered.send(Taken {
@@ -297,7 +408,7 @@ async fn take(
             topic,
             answer: None,
         });
-        return Ok(());
+        return Ok(None);
     }
     if let Some(gw) = contract::gateway_of_topic(&topic, "status") {
         let status = String::from_utf8_lossy(&publish.payload);
@@ -318,7 +429,7 @@ async fn take(
             topic,
             answer: None,
         });
-        return Ok(());
+        return Ok(None);
     }
     let checked = match contract::gateway_of_topic(&topic, "batch") {
         Some(gw) => {
@@ -355,5 +466,63 @@ async fn take(
         topic,
         answer: Some(answer),
     });
-    Ok(())
+    Ok(None)
+}
+
+/// A gateway asks to be taken off the service: recorded (durable, audited),
+/// its supervision ended; answered with what came of it.
+async fn decommission(
+    gw: &str,
+    payload: &[u8],
+    store: &crate::store::Store,
+    forget: &tokio::sync::mpsc::UnboundedSender<String>,
+    metrics: &Arc<Metrics>,
+) -> crate::settings::Outgoing {
+    use trygg_uplink::remote_config::{Decommission, DecommissionResult};
+    let failed = |why: String| DecommissionResult {
+        v: 1,
+        done: false,
+        error: Some(why),
+    };
+    let result = match serde_json::from_slice::<Decommission>(payload) {
+        Err(e) => failed(format!("unreadable request: {e}")),
+        Ok(ask) => {
+            let (store, g) = (store.clone(), gw.to_string());
+            let done = tokio::task::spawn_blocking(move || {
+                let now = crate::store::now_ms();
+                store.decommission_gateway(&g, ask.pending, now)?;
+                // Its certificate goes with it: refused from its next
+                // connection (this one stays up for the answer).
+                store
+                    .revoke_gateway(
+                        &g,
+                        &format!("gateway/{g}"),
+                        "decommissioned at its own request",
+                        "",
+                        now,
+                    )
+                    .map(|_| ())
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {
+                    let _ = forget.send(gw.to_string());
+                    metrics.inc("gateways_decommissioned_total", "");
+                    tracing::warn!(gateway = gw, pending = ask.pending, "gateway decommissioned at its request: no longer supervised; it wipes itself");
+                    DecommissionResult {
+                        v: 1,
+                        done: true,
+                        error: None,
+                    }
+                }
+                Ok(Err(e)) => failed(format!("the backend could not record it: {e}")),
+                Err(e) => failed(format!("the backend could not record it: {e}")),
+            }
+        }
+    };
+    crate::settings::Outgoing {
+        topic: trygg_uplink::remote_config::decommission_result_topic(gw),
+        payload: serde_json::to_vec(&result).expect("serializes"),
+        retain: false,
+    }
 }

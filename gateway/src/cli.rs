@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 /// New config:   trygg-gateway config generate > gateway.toml
 /// Devices:      trygg-gateway --config gateway.toml device list
 /// Test alarm:   trygg-gateway --config gateway.toml test-alarm --device button-1
+/// End service:  trygg-gateway --config gateway.toml decommission
 /// Try it all:   trygg-sim demo   (backend, gateway and a simulated home)
 #[derive(Parser)]
 #[command(name = "trygg-gateway", version, verbatim_doc_comment)]
@@ -106,6 +107,43 @@ enum Command {
         /// How long to wait for the backend's confirmation, in seconds (at most 300).
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
+        #[command(flatten)]
+        out: ApiArgs,
+    },
+    /// End this gateway's service for good: deliver what it holds, have the
+    /// backend revoke it, then wipe its journal, keys and settings.
+    ///
+    /// Asks the running gateway (its local API). It goes on taking alarms
+    /// while it delivers; once its journal is empty it asks the backend to
+    /// revoke its certificate and stop supervising it, and on the backend's
+    /// word it stops, erases its data key (what is left on the card can
+    /// never be read), removes its data directory's contents and its
+    /// key-encryption key file, and leaves a DECOMMISSIONED note so it will
+    /// not start again. This command then removes the config file (unless
+    /// --keep-config). If anything fails before the wipe, nothing is wiped
+    /// and the gateway goes on serving.
+    ///
+    /// Examples:
+    ///   trygg-gateway -c /etc/trygg/gateway.toml decommission
+    ///   trygg-gateway -c /etc/trygg/gateway.toml decommission --yes --deliver-within-s 1800
+    ///   trygg-gateway -c /etc/trygg/gateway.toml decommission --force   # backend gone for good: what is held is LOST
+    #[command(verbatim_doc_comment)]
+    Decommission {
+        /// Do not ask for the gateway id to confirm (for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Skip delivery and the backend's revocation: for a backend that
+        /// is gone for good. What the journal still holds is LOST, and the
+        /// backend must revoke this gateway by hand.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the journal to be delivered, seconds.
+        #[arg(long, default_value_t = 600)]
+        deliver_within_s: u64,
+        /// Leave the config file (it names the gateway and where its
+        /// devices are).
+        #[arg(long)]
+        keep_config: bool,
         #[command(flatten)]
         out: ApiArgs,
     },
@@ -219,13 +257,18 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::DeadLetters { limit } => {
             let config = load(&cli.config)?;
-            let journal =
-                crate::journal::Journal::open(&config.journal_path()).with_context(|| {
-                    format!(
-                        "opening {} (is the gateway still running?)",
-                        config.journal_path().display()
-                    )
-                })?;
+            let sealer =
+                crate::seal::existing_sealer(&config.key_source()?, &config.data_key_path())?;
+            let journal = crate::journal::Journal::open_sealed(
+                &config.journal_path(),
+                std::sync::Arc::new(sealer),
+            )
+            .with_context(|| {
+                format!(
+                    "opening {} (is the gateway still running?)",
+                    config.journal_path().display()
+                )
+            })?;
             for d in journal.reader().dead_letters(limit)? {
                 println!("{}", serde_json::to_string(&d)?);
             }
@@ -307,6 +350,50 @@ pub fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Decommission {
+            yes,
+            force,
+            deliver_within_s,
+            keep_config,
+            out,
+        } => {
+            let config = load(&cli.config)?;
+            let api = crate::device_cli::LocalApiClient::new(crate::device_cli::resolve(
+                out.api.as_deref(),
+                config.local_api.listen,
+            )?);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let ask = crate::device_cli::DecommissionAsk {
+                gateway_id: config.gateway_id.clone(),
+                data_dir: config.data_dir.clone(),
+                yes,
+                force,
+                deliver_within_s,
+            };
+            exit_on_error(rt.block_on(crate::device_cli::decommission(&api, ask)).and_then(
+                |()| {
+                    match (&cli.config, keep_config) {
+                        (Some(path), false) => {
+                            std::fs::remove_file(path).with_context(|| {
+                                format!("removing the config file {}", path.display())
+                            })?;
+                            println!("removed the config file {}", path.display());
+                        }
+                        (Some(path), true) => println!(
+                            "kept the config file {} (--keep-config): it names the gateway and where its devices are",
+                            path.display()
+                        ),
+                        (None, _) => {}
+                    }
+                    println!(
+                        "next: stop the service from starting again (sudo systemctl disable --now trygg-gateway), and unplug the devices"
+                    );
+                    Ok(())
+                },
+            ))
         }
         Command::Run => {
             let config = load(&cli.config)?;

@@ -28,7 +28,20 @@ pub struct Config {
     #[serde(default)]
     pub local_io: LocalIo,
     #[serde(default)]
+    pub encryption: Encryption,
+    #[serde(default)]
     pub devices: Vec<Device>,
+}
+
+/// Encryption at rest (`[encryption]`): see `crate::seal`. Always on; this
+/// only says where the key-encryption key comes from.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Encryption {
+    /// `file:PATH` or `command:PROGRAM [ARGS]`; unset: `file:{data_dir}/kek.hex`
+    /// (beside the journal: a development default, and the gateway says so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -289,6 +302,26 @@ pub struct Device {
     /// 0 turns supervision off for it.
     #[serde(default)]
     pub supervision_s: Option<u64>,
+    /// Sent to the device on its `cfg` topic (retained): its heartbeat
+    /// period, seconds. Usually set from the backend (config push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_s: Option<u32>,
+    /// Sent to the device on its `cfg` topic: how long a press may be
+    /// cancelled before it is an alarm, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_alarm_s: Option<u16>,
+}
+
+impl Device {
+    /// What the device is sent on its `cfg` topic, if anything.
+    pub fn cfg_payload(&self) -> Option<String> {
+        trygg_uplink::remote_config::DeviceSettings {
+            supervision_s: None,
+            heartbeat_s: self.heartbeat_s,
+            pre_alarm_s: self.pre_alarm_s,
+        }
+        .device_cfg()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -419,6 +452,9 @@ impl Config {
                 "must be 1 to 86400 (a day)",
             ));
         }
+        if let Err(e) = self.key_source() {
+            return Err(invalid("encryption.key_source", e.to_string()));
+        }
         if let Err((pin, problem)) = self.local_io.pin_map().check() {
             return Err(invalid(format!("local_io.pins.{pin}"), problem));
         }
@@ -444,6 +480,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the key-encryption key comes from.
+    pub fn key_source(&self) -> Result<crate::seal::KeySource, crate::seal::KeyError> {
+        match &self.encryption.key_source {
+            Some(s) => crate::seal::KeySource::parse(s),
+            None => Ok(crate::seal::KeySource::File(self.data_dir.join("kek.hex"))),
+        }
+    }
+
+    /// The sealed data key beside the journal.
+    pub fn data_key_path(&self) -> PathBuf {
+        self.data_dir.join(crate::seal::KEY_FILE)
     }
 
     pub fn journal_path(&self) -> PathBuf {

@@ -150,6 +150,120 @@ pub async fn device(api: &LocalApiClient, ask: DeviceAsk, as_json: bool) -> anyh
 
 /// Raises a test alarm and waits for the backend's confirmation; an error
 /// (non-zero exit) when it did not come within `timeout`.
+/// What `trygg-gateway decommission` was asked.
+pub struct DecommissionAsk {
+    pub gateway_id: String,
+    pub data_dir: std::path::PathBuf,
+    pub yes: bool,
+    pub force: bool,
+    pub deliver_within_s: u64,
+}
+
+/// Runs a decommission on the running gateway and follows it until the
+/// gateway has wiped itself (or says why it did not).
+pub async fn decommission(api: &LocalApiClient, ask: DecommissionAsk) -> anyhow::Result<()> {
+    let short = Duration::from_secs(10);
+    let status = api
+        .request(reqwest::Method::GET, "/api/v1/status", None, short)
+        .await?;
+    let p = &status.body["journal_pending"];
+    let pending: u64 = ["alarm", "care", "telemetry"]
+        .iter()
+        .map(|k| p[k].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "This ends gateway {} for good: it delivers what it holds ({pending} events), the backend revokes it, and its journal, keys and settings are wiped.",
+        ask.gateway_id
+    );
+    if ask.force {
+        println!(
+            "--force: the {pending} events it holds are NOT delivered (they are lost) and the backend is NOT asked to revoke it: revoke it there by hand (trygg-bridge gateway revoke {})",
+            ask.gateway_id
+        );
+    }
+    if !ask.yes {
+        use std::io::Write;
+        print!("Type the gateway id ({}) to go on: ", ask.gateway_id);
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if line.trim() != ask.gateway_id {
+            anyhow::bail!("not confirmed: nothing was done");
+        }
+    }
+    let answer = api
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/decommission",
+            Some(json!({
+                "confirm": ask.gateway_id,
+                "force": ask.force,
+                "deliver_within_s": ask.deliver_within_s,
+            })),
+            short,
+        )
+        .await?;
+    if answer.status != 202 {
+        anyhow::bail!(
+            "the gateway refused: {}",
+            answer.body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    // Follow it until the gateway stops (it wipes on its way out).
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = match api
+            .request(reqwest::Method::GET, "/api/v1/decommission", None, short)
+            .await
+        {
+            Ok(a) => a.body,
+            Err(_) => break,
+        };
+        let phase = now["decommission"]["phase"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let line = match phase.as_str() {
+            "delivering" => {
+                let p = &now["pending"];
+                format!(
+                    "delivering: {} alarms, {} care, {} telemetry events wait for the backend's receipt (uplink {})",
+                    p["alarm"], p["care"], p["telemetry"],
+                    if now["uplink_connected"].as_bool() == Some(true) { "connected" } else { "DOWN" }
+                )
+            }
+            "revoking" => "asking the backend to revoke this gateway...".into(),
+            "wiping" => "stopping and wiping...".into(),
+            "failed" => anyhow::bail!(
+                "decommission stopped, nothing was wiped: {}",
+                now["decommission"]["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+            ),
+            other => other.to_string(),
+        };
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+    }
+    match crate::decommission::marker_in(&ask.data_dir) {
+        Some(marker) => {
+            println!(
+                "done: gateway {} is decommissioned; {} is all that is left",
+                ask.gateway_id,
+                marker.display()
+            );
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "the gateway stopped, but {} has no DECOMMISSIONED note: see the gateway's log (journalctl -u trygg-gateway)",
+            ask.data_dir.display()
+        ),
+    }
+}
+
 pub async fn test_alarm(
     api: &LocalApiClient,
     device: Option<String>,
@@ -207,6 +321,8 @@ fn print_one(d: &Value, as_json: bool, now: u64) -> anyhow::Result<()> {
         ("resident", text(&d["resident"])),
         ("supervision", supervision(d)),
         ("state", text(&h["supervision"])),
+        ("heartbeat", seconds_or_default(&d["heartbeat_s"])),
+        ("pre-alarm", seconds_or_default(&d["pre_alarm_s"])),
         ("battery", battery(h)),
         ("signal", rssi(h)),
         ("last message", ago(&h["last_seen_ms"], now)),
@@ -283,6 +399,13 @@ fn supervision(d: &Value) -> String {
         Some(s) => format!("{s} s"),
         None => "off".into(),
     }
+}
+
+/// A device setting sent on its cfg topic; unset, the device's own default.
+fn seconds_or_default(v: &Value) -> String {
+    v.as_u64()
+        .map(|s| format!("{s} s"))
+        .unwrap_or_else(|| "device default".into())
 }
 
 fn battery(h: &Value) -> String {

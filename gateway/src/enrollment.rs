@@ -31,7 +31,7 @@ use trygg_uplink::enroll::{self, EnrollError, IdentityFiles, IdentityInfo};
 use trygg_uplink::mqtt_url::MqttUrl;
 
 use crate::config::Config;
-use crate::service::{JournalCmd, Shared};
+use crate::service::{JournalCmd, Shared, UplinkCmd};
 
 /// Where the gateway stands with the backend, for `/healthz`, status and
 /// the log.
@@ -149,7 +149,9 @@ const NAG_EVERY: Duration = Duration::from_secs(300);
 
 /// Runs the uplink with the gateway's identity, enrolling first where it
 /// can; returns at `cancel`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn supervise_uplink(
+    mut cmds: mpsc::Receiver<UplinkCmd>,
     config: Arc<Config>,
     url: MqttUrl,
     shared: Arc<Shared>,
@@ -202,6 +204,7 @@ pub(crate) async fn supervise_uplink(
             shared.metrics.set("gateway_enrolled", "", 1.0);
             let run = cancel.child_token();
             let uplink = crate::service::uplink_loop(
+                &mut cmds,
                 config.clone(),
                 url.clone(),
                 tls,

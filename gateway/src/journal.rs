@@ -49,10 +49,13 @@ use std::sync::{Arc, RwLock};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
 };
 use serde::{Deserialize, Serialize};
 use trygg_protocol::{DeviceEvent, Lane};
 use trygg_uplink::{Record, SeqRange};
+
+use crate::seal::Sealer;
 
 const LANE_TABLES: [TableDefinition<u64, &[u8]>; 3] = [
     TableDefinition::new("lane_alarm"),
@@ -76,6 +79,25 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const SILENT: TableDefinition<&str, u64> = TableDefinition::new("silent_devices");
 /// The device register: id to `config::Device` as JSON.
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Named byte strings: `key_check`, a value sealed with the data key, so a
+/// journal opened with another key is known at once.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_CHECK: &str = "key_check";
+/// In `meta`: the last settings version pushed by the backend, sealed JSON
+/// ([`RemoteConfigState`]).
+const REMOTE_CONFIG: &str = "remote_config";
+
+/// The settings the backend pushed: the last version applied, and the
+/// answer to the last version received (applied or refused).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteConfigState {
+    /// 0 while none was applied.
+    pub applied_version: u64,
+    /// Those of `applied_version`.
+    pub settings: trygg_uplink::remote_config::GatewaySettings,
+    pub last: trygg_uplink::remote_config::ConfigResult,
+    pub at_ms: u64,
+}
 /// In `counters`: 1 once the register was seeded from the config.
 const REGISTER_SEEDED: &str = "register_seeded";
 
@@ -110,6 +132,11 @@ pub enum JournalError {
     Reopening,
     #[error("journal record is not valid JSON: {0}")]
     Record(#[from] serde_json::Error),
+    #[error("journal value cannot be opened: {0}")]
+    Sealed(#[from] crate::seal::SealError),
+    /// The journal was sealed with another data key: it cannot be read.
+    #[error("the journal was encrypted with another key and cannot be read")]
+    KeyMismatch,
 }
 
 impl JournalError {
@@ -302,6 +329,7 @@ pub struct Journal {
     disk_full: bool,
     squeeze: bool,
     reserve_bytes: u64,
+    sealer: Arc<Sealer>,
 }
 
 fn now_ms() -> u64 {
@@ -312,10 +340,19 @@ fn now_ms() -> u64 {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal, repairing it if the last run was cut.
+    /// Opens (or creates) the journal, repairing it if the last run was cut,
+    /// with values kept plain: for tests and tools ([`Journal::open_sealed`]
+    /// is the service's).
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
-        let (db, next) = Self::open_db(path)?;
+        Self::open_sealed(path, Arc::new(Sealer::none()))
+    }
+
+    /// Opens (or creates) the journal, its values sealed by `sealer`.
+    /// [`JournalError::KeyMismatch`] if it was sealed with another key.
+    pub fn open_sealed(path: &Path, sealer: Arc<Sealer>) -> Result<Journal, JournalError> {
+        let (db, next) = Self::open_db(path, &sealer)?;
         Ok(Journal {
+            sealer,
             slot: Arc::new(RwLock::new(Some(Arc::new(db)))),
             path: path.to_path_buf(),
             next,
@@ -406,12 +443,20 @@ impl Journal {
     /// the file's contents (permissions, a full disk, another process
     /// holding it) are returned as they are: a fresh file would not help.
     pub fn open_or_set_aside(path: &Path) -> Result<(Journal, Option<SetAside>), JournalError> {
-        match Self::open(path) {
+        Self::open_or_set_aside_sealed(path, Arc::new(Sealer::none()))
+    }
+
+    /// [`Journal::open_or_set_aside`] with values sealed by `sealer`.
+    pub fn open_or_set_aside_sealed(
+        path: &Path,
+        sealer: Arc<Sealer>,
+    ) -> Result<(Journal, Option<SetAside>), JournalError> {
+        match Self::open_sealed(path, sealer.clone()) {
             Ok(j) => Ok((j, None)),
             Err(JournalError::Storage(e)) if is_damage(&e) => {
                 let aside = path.with_extension(format!("redb.damaged-{}", now_ms()));
                 std::fs::rename(path, &aside).map_err(|e| st(redb::StorageError::Io(e)))?;
-                let journal = Self::open(path)?;
+                let journal = Self::open_sealed(path, sealer)?;
                 Ok((
                     journal,
                     Some(SetAside {
@@ -432,13 +477,13 @@ impl Journal {
     pub fn reopen(&mut self) -> Result<(), JournalError> {
         let old = self.slot.write().unwrap_or_else(|e| e.into_inner()).take();
         drop(old);
-        let (db, next) = Self::open_db(&self.path)?;
+        let (db, next) = Self::open_db(&self.path, &self.sealer)?;
         self.next = next;
         *self.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
         Ok(())
     }
 
-    fn open_db(path: &Path) -> Result<(Database, [u64; 3]), JournalError> {
+    fn open_db(path: &Path, sealer: &Sealer) -> Result<(Database, [u64; 3]), JournalError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| st(redb::StorageError::Io(e)))?;
         }
@@ -488,6 +533,32 @@ impl Journal {
             txn.open_table(DEAD_LETTERS).map_err(st)?;
             txn.open_table(SILENT).map_err(st)?;
             txn.open_table(DEVICES).map_err(st)?;
+            // The key check: written once with the first key; a journal
+            // sealed with another key is refused before anything is read.
+            {
+                let mut meta = txn.open_table(META).map_err(st)?;
+                let check = meta.get(KEY_CHECK).map_err(st)?.map(|v| v.value().to_vec());
+                let plain = |v: &[u8]| v.first() == Some(&b'{');
+                match check {
+                    // Sealed: only its own key opens it.
+                    Some(stored) if !plain(&stored) => {
+                        if !sealer.seals() || sealer.open(META.name(), &stored).is_err() {
+                            return Err(JournalError::KeyMismatch);
+                        }
+                    }
+                    // Plain (kept without a key so far): sealed from now on.
+                    Some(_) if !sealer.seals() => {}
+                    _ => {
+                        let check = sealer.seal(META.name(), b"{\"trygg\":1}");
+                        meta.insert(KEY_CHECK, check.as_slice()).map_err(st)?;
+                        // Register entries and dead letters kept plain by a
+                        // journal from before encryption at rest: sealed now.
+                        if sealer.seals() {
+                            reseal_plain(&txn, sealer)?;
+                        }
+                    }
+                }
+            }
             // Bytes per lane are kept with the records; a journal written
             // before they were is counted once.
             let mut counters = txn.open_table(COUNTERS).map_err(st)?;
@@ -549,6 +620,7 @@ impl Journal {
     pub fn reader(&self) -> JournalReader {
         JournalReader {
             slot: self.slot.clone(),
+            sealer: self.sealer.clone(),
         }
     }
 
@@ -575,8 +647,9 @@ impl Journal {
                 let mut devices = txn.open_table(DEVICES).map_err(st)?;
                 for d in seed {
                     if devices.get(d.id.as_str()).map_err(st)?.is_none() {
+                        let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
                         devices
-                            .insert(d.id.as_str(), serde_json::to_vec(d)?.as_slice())
+                            .insert(d.id.as_str(), sealed.as_slice())
                             .map_err(st)?;
                     }
                 }
@@ -603,9 +676,8 @@ impl Journal {
             for (id, d) in writes {
                 match d {
                     Some(d) => {
-                        devices
-                            .insert(id.as_str(), serde_json::to_vec(d)?.as_slice())
-                            .map_err(st)?;
+                        let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
+                        devices.insert(id.as_str(), sealed.as_slice()).map_err(st)?;
                     }
                     None => {
                         devices.remove(id.as_str()).map_err(st)?;
@@ -613,6 +685,31 @@ impl Journal {
                     }
                 }
             }
+        }
+        txn.commit().map_err(st)?;
+        self.commits += 1;
+        Ok(())
+    }
+
+    /// Records a settings version from the backend, with the register
+    /// entries it changes, in one durable transaction.
+    pub fn write_remote_config(
+        &mut self,
+        state: &RemoteConfigState,
+        writes: &[(String, crate::config::Device)],
+    ) -> Result<(), JournalError> {
+        let db = db_of(&self.slot)?;
+        let mut txn = db.begin_write().map_err(st)?;
+        txn.set_durability(Durability::Immediate).map_err(st)?;
+        {
+            let mut devices = txn.open_table(DEVICES).map_err(st)?;
+            for (id, d) in writes {
+                let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
+                devices.insert(id.as_str(), sealed.as_slice()).map_err(st)?;
+            }
+            let mut meta = txn.open_table(META).map_err(st)?;
+            let sealed = self.sealer.seal(META.name(), &serde_json::to_vec(state)?);
+            meta.insert(REMOTE_CONFIG, sealed.as_slice()).map_err(st)?;
         }
         txn.commit().map_err(st)?;
         self.commits += 1;
@@ -671,6 +768,7 @@ impl Journal {
                 if let Some(max_age) = self.policy.telemetry_max_age_ms {
                     let (n, freed) = drop_older_than(
                         &mut lanes[Lane::Telemetry.index()],
+                        &self.sealer,
                         now.saturating_sub(max_age),
                     )?;
                     result.dropped_age += n;
@@ -719,7 +817,10 @@ impl Journal {
                     room: e.room.clone(),
                     subject: None,
                 };
-                let json = serde_json::to_vec(&record)?;
+                let json = self.sealer.seal(
+                    LANE_TABLES[lane.index()].name(),
+                    &serde_json::to_vec(&record)?,
+                );
                 if !room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])? {
                     result.outcomes.push(Outcome::Refused);
                     room.dropped_limit += 1;
@@ -809,7 +910,10 @@ impl Journal {
                     room: ev.room.clone(),
                     subject: ev.subject.clone(),
                 };
-                let json = serde_json::to_vec(&record)?;
+                let json = self.sealer.seal(
+                    LANE_TABLES[lane.index()].name(),
+                    &serde_json::to_vec(&record)?,
+                );
                 room.make_room(lane, json.len() as u64, &mut lanes[Lane::Telemetry.index()])?;
                 result.system_seqs.push((lane, record.seq));
                 put(
@@ -867,8 +971,10 @@ impl Journal {
                 for d in group.dead_letters.iter().chain(&refused) {
                     let mut d = d.clone();
                     d.id = id;
-                    dl.insert(id, serde_json::to_vec(&d)?.as_slice())
-                        .map_err(st)?;
+                    let sealed = self
+                        .sealer
+                        .seal(DEAD_LETTERS.name(), &serde_json::to_vec(&d)?);
+                    dl.insert(id, sealed.as_slice()).map_err(st)?;
                     id += 1;
                 }
                 if id > MAX_DEAD_LETTERS + 1 {
@@ -996,6 +1102,38 @@ fn run_insert(
     Ok(())
 }
 
+/// Seals the plain values of `devices` and `dead_letters` (a journal from
+/// before encryption at rest), in the caller's transaction. Lane records
+/// stay as they are: they leave with the next receipts.
+fn reseal_plain(txn: &redb::WriteTransaction, sealer: &Sealer) -> Result<(), JournalError> {
+    let is_plain = |v: &[u8]| v.first() == Some(&b'{');
+    let mut devices = txn.open_table(DEVICES).map_err(st)?;
+    let mut plain = Vec::new();
+    for item in devices.iter().map_err(st)? {
+        let (k, v) = item.map_err(st)?;
+        if is_plain(v.value()) {
+            plain.push((k.value().to_string(), v.value().to_vec()));
+        }
+    }
+    for (k, v) in plain {
+        let sealed = sealer.seal(DEVICES.name(), &v);
+        devices.insert(k.as_str(), sealed.as_slice()).map_err(st)?;
+    }
+    let mut letters = txn.open_table(DEAD_LETTERS).map_err(st)?;
+    let mut plain = Vec::new();
+    for item in letters.iter().map_err(st)? {
+        let (k, v) = item.map_err(st)?;
+        if is_plain(v.value()) {
+            plain.push((k.value(), v.value().to_vec()));
+        }
+    }
+    for (k, v) in plain {
+        let sealed = sealer.seal(DEAD_LETTERS.name(), &v);
+        letters.insert(k, sealed.as_slice()).map_err(st)?;
+    }
+    Ok(())
+}
+
 fn counter(table: &redb::Table<&str, u64>, key: &str) -> Result<u64, JournalError> {
     Ok(table.get(key).map_err(st)?.map(|v| v.value()).unwrap_or(0))
 }
@@ -1037,6 +1175,7 @@ fn pop_oldest(
 /// Drops telemetry the gateway committed before `cutoff_ms`, oldest first.
 fn drop_older_than(
     table: &mut redb::Table<u64, &[u8]>,
+    sealer: &Sealer,
     cutoff_ms: u64,
 ) -> Result<(u64, u64), JournalError> {
     #[derive(Deserialize)]
@@ -1046,7 +1185,10 @@ fn drop_older_than(
     let (mut n, mut freed) = (0u64, 0u64);
     loop {
         let old = match table.first().map_err(st)? {
-            Some((_, v)) => serde_json::from_slice::<Age>(v.value())
+            Some((_, v)) => sealer
+                .open(LANE_TABLES[Lane::Telemetry.index()].name(), v.value())
+                .ok()
+                .and_then(|plain| serde_json::from_slice::<Age>(&plain).ok())
                 .map(|a| a.committed_ms < cutoff_ms)
                 .unwrap_or(true),
             None => false,
@@ -1098,6 +1240,7 @@ fn is_damage(e: &redb::Error) -> bool {
 #[derive(Clone)]
 pub struct JournalReader {
     slot: Slot,
+    sealer: Arc<Sealer>,
 }
 
 /// A pending record as stored: its lane, seq and JSON.
@@ -1105,7 +1248,10 @@ pub struct JournalReader {
 pub struct Pending {
     pub lane: Lane,
     pub seq: u64,
+    /// The record's JSON (opened, when the journal seals).
     pub json: Vec<u8>,
+    /// What the record takes in the journal (sealed), as the limits count.
+    pub stored_len: u64,
 }
 
 impl JournalReader {
@@ -1128,7 +1274,11 @@ impl JournalReader {
             out.push(Pending {
                 lane,
                 seq: k.value(),
-                json: v.value().to_vec(),
+                stored_len: v.value().len() as u64,
+                json: self
+                    .sealer
+                    .open(LANE_TABLES[lane.index()].name(), v.value())?
+                    .into_owned(),
             });
         }
         Ok(out)
@@ -1173,7 +1323,14 @@ impl JournalReader {
         let table = txn.open_table(LANE_TABLES[lane.index()]).map_err(st)?;
         let first = table.first().map_err(st)?;
         Ok(match first {
-            Some((_, v)) => Some(serde_json::from_slice::<Age>(v.value())?.committed_ms),
+            Some((_, v)) => Some(
+                serde_json::from_slice::<Age>(
+                    &self
+                        .sealer
+                        .open(LANE_TABLES[lane.index()].name(), v.value())?,
+                )?
+                .committed_ms,
+            ),
             None => None,
         })
     }
@@ -1197,7 +1354,9 @@ impl JournalReader {
         let mut out = Vec::new();
         for item in table.iter().map_err(st)? {
             let (_, v) = item.map_err(st)?;
-            out.push(serde_json::from_slice(v.value())?);
+            out.push(serde_json::from_slice(
+                &self.sealer.open(DEVICES.name(), v.value())?,
+            )?);
         }
         Ok(out)
     }
@@ -1222,6 +1381,22 @@ impl JournalReader {
         Ok(out)
     }
 
+    /// The last settings version the backend pushed, if any.
+    pub fn remote_config(&self) -> Result<Option<RemoteConfigState>, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(st(e)),
+        };
+        let Some(v) = table.get(REMOTE_CONFIG).map_err(st)? else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_slice(
+            &self.sealer.open(META.name(), v.value())?,
+        )?))
+    }
+
     /// The newest dead letters, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, JournalError> {
         let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
@@ -1229,7 +1404,9 @@ impl JournalReader {
         let mut out = Vec::new();
         for item in table.iter().map_err(st)?.rev().take(limit) {
             let (_, v) = item.map_err(st)?;
-            out.push(serde_json::from_slice(v.value())?);
+            out.push(serde_json::from_slice(
+                &self.sealer.open(DEAD_LETTERS.name(), v.value())?,
+            )?);
         }
         Ok(out)
     }
@@ -1260,6 +1437,98 @@ mod tests {
             events,
             ..Default::default()
         }
+    }
+
+    fn sealed(path: &Path, key: u8) -> Result<Journal, JournalError> {
+        Journal::open_sealed(path, Arc::new(Sealer::new(&[key; 32])))
+    }
+
+    #[test]
+    fn a_sealed_journal_keeps_nothing_readable_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let mut j = sealed(&path, 1).unwrap();
+        let mut press = ev("button-secret-7", 1, EventKind::ButtonPress);
+        press.resident = Some("resident-pseudonym-42".into());
+        press.room = Some("Soverom".into());
+        j.apply(&group(vec![press])).unwrap();
+        let device = crate::config::Device {
+            id: "bed-sensor-9".into(),
+            device_type: crate::config::DeviceType::BedSensor,
+            room: Some("Stue-room".into()),
+            resident: Some("resident-pseudonym-42".into()),
+            supervision_s: None,
+            heartbeat_s: None,
+            pre_alarm_s: None,
+        };
+        j.devices_or_seed(std::slice::from_ref(&device)).unwrap();
+        // Read back in the clear through the journal.
+        let recs = j.reader().pending_records().unwrap();
+        assert_eq!(recs[0].resident.as_deref(), Some("resident-pseudonym-42"));
+        assert_eq!(j.reader().devices().unwrap(), vec![device]);
+        drop(j);
+        // Not on disk.
+        let raw = std::fs::read(&path).unwrap();
+        for secret in [
+            &b"resident-pseudonym-42"[..],
+            b"Soverom",
+            b"Stue-room",
+            b"button_press",
+            b"committed_ms",
+        ] {
+            assert!(
+                !raw.windows(secret.len()).any(|w| w == secret),
+                "{} is readable in the journal file",
+                String::from_utf8_lossy(secret)
+            );
+        }
+        // Another key, or none, cannot open it.
+        assert!(matches!(sealed(&path, 2), Err(JournalError::KeyMismatch)));
+        assert!(matches!(
+            Journal::open(&path),
+            Err(JournalError::KeyMismatch)
+        ));
+        // The right key can, after both refusals.
+        let j = sealed(&path, 1).unwrap();
+        assert_eq!(j.reader().pending_records().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_plain_journal_from_before_sealing_is_read_and_its_register_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let mut j = Journal::open(&path).unwrap();
+        j.apply(&group(vec![ev("b", 1, EventKind::Fall)])).unwrap();
+        let device = crate::config::Device {
+            id: "b".into(),
+            device_type: crate::config::DeviceType::SafetyButton,
+            room: Some("Kjokken-room".into()),
+            resident: None,
+            supervision_s: None,
+            heartbeat_s: None,
+            pre_alarm_s: None,
+        };
+        j.devices_or_seed(std::slice::from_ref(&device)).unwrap();
+        drop(j);
+        // Opened with a key: the pending record is still read (and sent),
+        // the register is sealed now, new records are sealed.
+        let mut j = sealed(&path, 3).unwrap();
+        assert_eq!(j.reader().pending_records().unwrap().len(), 1);
+        assert_eq!(j.reader().devices().unwrap(), vec![device]);
+        j.apply(&group(vec![ev("b", 2, EventKind::Fall)])).unwrap();
+        assert_eq!(j.reader().pending_records().unwrap().len(), 2);
+        drop(j);
+        let j = sealed(&path, 3).unwrap();
+        let stored = {
+            let db = db_of(&j.slot).unwrap();
+            let txn = db.begin_read().unwrap();
+            let t = txn.open_table(DEVICES).unwrap();
+            let v = t.get("b").unwrap().unwrap().value().to_vec();
+            v
+        };
+        assert_ne!(stored.first(), Some(&b'{'), "the register entry is sealed");
+        drop(j);
+        assert!(matches!(sealed(&path, 4), Err(JournalError::KeyMismatch)));
     }
 
     #[test]

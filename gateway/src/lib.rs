@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod decommission;
 pub mod device_cli;
 pub mod enrollment;
 pub mod ingest;
@@ -25,6 +26,8 @@ pub mod journal;
 mod local_api;
 pub mod local_io;
 pub mod register;
+mod remote_config;
+pub mod seal;
 mod service;
 pub mod supervision;
 pub mod uplink;

@@ -11,6 +11,8 @@
 //! - `POST /api/v1/devices`         pair a device (201; 409 paired already; 422 invalid)
 //! - `POST /api/v1/devices/{id}/swap`  `{"new_id"}`: every setting to the replacement
 //! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
+//! - `POST /api/v1/decommission`  `{"confirm": gateway id, "force"?, "deliver_within_s"?}`:
+//!   deliver, have the backend revoke, then stop and wipe (202; progress at GET)
 //! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
 //!   wait for the backend's receipt (200 confirmed, 504 not yet)
 //!
@@ -49,6 +51,10 @@ pub(crate) async fn serve(
         )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
         .route("/api/v1/test-alarm", post(test_alarm))
+        .route(
+            "/api/v1/decommission",
+            get(decommission_status).post(decommission),
+        )
         .with_state(shared);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -167,6 +173,14 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         "disk_full": s.disk_full.load(Ordering::Relaxed),
         "devices_silent": s.silent.lock().map(|v| v.clone()).unwrap_or_default(),
         "heartbeats": heartbeats,
+        "heartbeat_s": s.heartbeat_s.load(Ordering::Relaxed),
+        // Settings pushed by the backend: the version applied, and the
+        // answer to the last version received.
+        "settings": s.reader.remote_config().ok().flatten().map(|r| json!({
+            "applied_version": r.applied_version,
+            "last": r.last,
+            "at_ms": r.at_ms,
+        })),
     }))
 }
 
@@ -210,6 +224,9 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         "room": d.room,
         "resident": d.resident,
         "supervision_s": period,
+        // What the device is sent on its cfg topic (unset: its own default).
+        "heartbeat_s": d.heartbeat_s,
+        "pre_alarm_s": d.pre_alarm_s,
         "health": {
             "battery": heartbeat.as_ref().and_then(|(_, hb)| hb.battery),
             "rssi": heartbeat.as_ref().and_then(|(_, hb)| hb.rssi),
@@ -392,4 +409,70 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         StatusCode::GATEWAY_TIMEOUT
     };
     (status, Json(body)).into_response()
+}
+
+/// What a decommission is doing, with what the journal still holds.
+async fn decommission_status(State(s): State<Arc<Shared>>) -> Response {
+    let pending = s
+        .reader
+        .pending_counts()
+        .map(|p| json!({"alarm": p[0], "care": p[1], "telemetry": p[2]}))
+        .unwrap_or(serde_json::Value::Null);
+    Json(json!({
+        "decommission": s.decommission.phase(),
+        "pending": pending,
+        "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+/// The longest a decommission waits for the journal to be delivered.
+const MAX_DELIVER_WAIT_S: u64 = 24 * 3600;
+
+async fn decommission(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        confirm: String,
+        #[serde(default)]
+        force: bool,
+        deliver_within_s: Option<u64>,
+    }
+    let ask: Ask = match parse(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let gateway_id = s
+        .register
+        .read()
+        .map(|r| r.gateway_id().to_string())
+        .unwrap_or_default();
+    if ask.confirm != gateway_id {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("to confirm, `confirm` must be this gateway's id ({gateway_id})"),
+        );
+    }
+    if !s.decommission.begin() {
+        return error(
+            StatusCode::CONFLICT,
+            "a decommission is under way already (GET /api/v1/decommission)",
+        );
+    }
+    let limits = crate::decommission::Limits {
+        deliver_within: std::time::Duration::from_secs(
+            ask.deliver_within_s.unwrap_or(600).min(MAX_DELIVER_WAIT_S),
+        ),
+        revoke_within: std::time::Duration::from_secs(60),
+    };
+    tokio::spawn(crate::service::decommission_flow(
+        s.clone(),
+        ask.force,
+        limits,
+    ));
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"decommission": s.decommission.phase()})),
+    )
+        .into_response()
 }

@@ -110,6 +110,23 @@ impl Register {
         self.devices.is_empty()
     }
 
+    /// The gateway this register belongs to.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
+    }
+
+    /// The supervision periods by type.
+    pub fn periods(&self) -> &BTreeMap<DeviceType, u64> {
+        &self.periods_s
+    }
+
+    /// Sets periods by type (from the backend), over the config's.
+    pub fn set_periods(&mut self, periods: &BTreeMap<DeviceType, u64>) {
+        for (t, s) in periods {
+            self.periods_s.insert(*t, *s);
+        }
+    }
+
     /// A device's supervision period: its own, else its type's, else an
     /// hour; `None` when it is not supervised (0).
     pub fn supervision_period(&self, device: &Device) -> Option<Duration> {
@@ -204,6 +221,23 @@ fn check_settings(d: &Device) -> Result<(), RegisterError> {
             ));
         }
     }
+    use trygg_uplink::remote_config::{DEVICE_HEARTBEAT_S, DEVICE_PRE_ALARM_S};
+    if d.heartbeat_s
+        .is_some_and(|h| !DEVICE_HEARTBEAT_S.contains(&h))
+    {
+        return Err(invalid(
+            "heartbeat_s",
+            format!("must be {DEVICE_HEARTBEAT_S:?} seconds"),
+        ));
+    }
+    if d.pre_alarm_s
+        .is_some_and(|p| !DEVICE_PRE_ALARM_S.contains(&p))
+    {
+        return Err(invalid(
+            "pre_alarm_s",
+            format!("must be {DEVICE_PRE_ALARM_S:?} seconds"),
+        ));
+    }
     if d.supervision_s.is_some_and(|s| s > MAX_SUPERVISION_S) {
         return Err(invalid(
             "supervision_s",
@@ -224,6 +258,8 @@ mod tests {
             room: Some("kitchen".into()),
             resident: Some("r-42".into()),
             supervision_s: Some(120),
+            heartbeat_s: None,
+            pre_alarm_s: None,
         }
     }
 
@@ -289,6 +325,8 @@ mod tests {
             (
                 Device {
                     supervision_s: Some(MAX_SUPERVISION_S + 1),
+                    heartbeat_s: None,
+                    pre_alarm_s: None,
                     ..device("x-1")
                 },
                 "supervision_s",

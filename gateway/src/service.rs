@@ -20,7 +20,7 @@ use trygg_uplink::{contract, SeqRange, UplinkReceipt};
 
 use crate::config::{BrokerMode, Config};
 use crate::ingest::{classify, Incoming};
-use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome};
+use crate::journal::{Group, Journal, JournalError, JournalReader, Outcome, SetAside};
 use crate::register::{Change, Register, RegisterError};
 use crate::supervision::{supervise, Raised, Supervisor};
 use crate::uplink::UplinkState;
@@ -48,6 +48,16 @@ pub enum GatewayError {
         "the journal stopped unexpectedly (see the log); nothing uncommitted was acknowledged"
     )]
     JournalStopped,
+    #[error("encryption at rest: {0}")]
+    Key(#[from] crate::seal::KeyError),
+    #[error(
+        "this gateway was decommissioned ({0}): it holds no keys or data and will not start. \
+         To use the device again, remove that file, make a new config and enroll it anew \
+         (docs/operations.md)"
+    )]
+    Decommissioned(std::path::PathBuf),
+    #[error("decommission: {0}")]
+    Wipe(#[from] crate::decommission::WipeError),
 }
 
 /// Where a started gateway can be reached.
@@ -85,6 +95,34 @@ pub(crate) struct Shared {
     /// The way to the journal thread for the local API's requests; taken
     /// away at shutdown so that the journal can close.
     pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
+    /// The heartbeat to the backend, seconds (the config's, or the
+    /// backend's pushed settings).
+    pub heartbeat_s: std::sync::atomic::AtomicU64,
+    /// Devices whose `cfg` is to be (re)published to them, retained.
+    pub device_cfg: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// A decommission, if one was asked for.
+    pub decommission: crate::decommission::Decommission,
+    /// Requests for the uplink connection.
+    pub uplink_cmd: Mutex<Option<mpsc::Sender<UplinkCmd>>>,
+}
+
+/// What the uplink connection is asked to do.
+pub(crate) enum UplinkCmd {
+    /// Ask the backend to take this gateway off the service; answered with
+    /// the backend's word.
+    Decommission {
+        pending: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+impl Shared {
+    /// Asks for `id`'s settings to be published to it (if it has any).
+    pub fn publish_cfg(&self, id: &str) {
+        if let Some(tx) = self.device_cfg.lock().ok().and_then(|t| t.clone()) {
+            let _ = tx.send(id.to_string());
+        }
+    }
 }
 
 impl Shared {
@@ -104,6 +142,12 @@ pub(crate) enum JournalCmd {
     Devices {
         change: Change,
         reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// A settings version from the backend (or why it could not be read):
+    /// applied durably or refused; answered with what to tell the backend.
+    RemoteConfig {
+        push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+        reply: oneshot::Sender<trygg_uplink::remote_config::ConfigResult>,
     },
     /// Raise `test_alarm` as the gateway about `subject`; answered with
     /// where it was committed.
@@ -140,6 +184,88 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Opens the journal sealed with this gateway's data key (`crate::seal`).
+///
+/// A gateway that will not start loses every alarm to come, so a journal
+/// that cannot be read with the key at hand (the data key file lost or
+/// damaged, or sealed under another key-encryption key) is set aside with
+/// its key file, loudly, and a fresh one is started, as for a damaged file.
+/// Only a key-encryption key that cannot be had at all stops the start:
+/// that is an installation fault, found at install.
+pub(crate) fn open_journal(config: &Config) -> Result<(Journal, Option<SetAside>), GatewayError> {
+    use crate::seal::{data_key, KeyError, Sealer};
+    let source = config.key_source()?;
+    if let Some(kek_file) = source.file() {
+        if crate::seal::same_filesystem(kek_file, &config.data_dir) {
+            tracing::warn!(
+                kek = %kek_file.display(),
+                "the key-encryption key is a file on the same disk as the journal: a copied journal cannot be read, but a stolen SD card can. On a Raspberry Pi 4/5 keep it in the SoC's OTP memory: [encryption] key_source = \"command:rpi-otp-private-key\" (docs/operations.md)"
+            );
+        }
+    }
+    let kek = source.kek(true)?;
+    let key_path = config.data_key_path();
+    let path = config.journal_path();
+    let mut set_aside: Option<SetAside> = None;
+    let set_aside_now = |why: String| -> Result<SetAside, GatewayError> {
+        let stamp = now_ms();
+        let aside = path.with_extension(format!("redb.unreadable-{stamp}"));
+        let io = |e| GatewayError::Journal(JournalError::Storage(redb::StorageError::Io(e).into()));
+        if path.exists() {
+            std::fs::rename(&path, &aside).map_err(io)?;
+        }
+        if key_path.exists() {
+            std::fs::rename(
+                &key_path,
+                key_path.with_extension(format!("key.unreadable-{stamp}")),
+            )
+            .map_err(io)?;
+        }
+        tracing::error!(
+            set_aside = %aside.display(),
+            reason = %why,
+            "THE JOURNAL CANNOT BE READ WITH THIS GATEWAY'S KEY: it was set aside and a fresh journal started. Events it held that the backend had not receipted are not sent. Restore the key (journal.key and the key-encryption key) to read it."
+        );
+        Ok(SetAside {
+            path: aside,
+            reason: why,
+        })
+    };
+    if !key_path.exists() && path.exists() {
+        // A journal without its key: sealed under a key now lost, or one
+        // from before encryption at rest (which opens plain, and is sealed
+        // from now on). The key check in the journal tells them apart.
+        tracing::info!(key = %key_path.display(), "no data key yet: making one");
+    }
+    let key = match data_key(&key_path, &kek) {
+        Ok((key, made)) => {
+            if made {
+                tracing::info!(key = %key_path.display(), "made this gateway's data key (sealed with the key-encryption key)");
+            }
+            key
+        }
+        Err(e @ KeyError::Unseal { .. }) => {
+            set_aside = Some(set_aside_now(e.to_string())?);
+            data_key(&key_path, &kek)?.0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sealer = Arc::new(Sealer::new(&key));
+    match Journal::open_or_set_aside_sealed(&path, sealer.clone()) {
+        Ok((j, aside)) => Ok((j, aside.or(set_aside))),
+        Err(JournalError::KeyMismatch) => {
+            // Sealed under a data key that is gone: a new key, a new journal.
+            let aside = set_aside_now(
+                "the journal was sealed with a data key that is not this gateway's".into(),
+            )?;
+            let (key, _) = data_key(&key_path, &kek)?;
+            let (j, _) = Journal::open_or_set_aside_sealed(&path, Arc::new(Sealer::new(&key)))?;
+            Ok((j, Some(aside)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the gateway until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -147,6 +273,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     trygg_uplink::tls::install_crypto_provider();
+    if let Some(marker) = crate::decommission::marker_in(&config.data_dir) {
+        return Err(GatewayError::Decommissioned(marker));
+    }
     // The Pi's own pins first: with `local_io.gpio = "on"` and no GPIO,
     // stop before touching anything else.
     let local_pins = crate::local_io::open(&config.local_io)?;
@@ -163,22 +292,34 @@ pub async fn run(
         crate::enrollment::IdentityState::NotEnrolled
     };
 
-    let path = config.journal_path();
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
     let seed = config.devices.clone();
+    let journal_config = config.clone();
     let (journal, set_aside, reserved, (devices, seeded)) =
         tokio::task::spawn_blocking(move || {
-            let (mut j, aside) = Journal::open_or_set_aside(&path)?;
+            let (mut j, aside) = open_journal(&journal_config)?;
             j.set_policy(policy);
             let reserved = disk_reserve == 0 || j.ensure_reserve(disk_reserve);
             let devices = j.devices_or_seed(&seed)?;
-            Ok::<_, JournalError>((j, aside, reserved, devices))
+            Ok::<_, GatewayError>((j, aside, reserved, devices))
         })
         .await
         .expect("journal open task")?;
     let mut register = Register::empty(&config);
     register.extend(devices);
+    // Settings the backend pushed win over the config's.
+    let mut heartbeat_s = config.uplink.heartbeat_s;
+    if let Some(remote) = journal.reader().remote_config()? {
+        register.set_periods(&crate::remote_config::periods_of(&remote));
+        if let Some(h) = remote.settings.heartbeat_s {
+            heartbeat_s = h;
+        }
+        tracing::info!(
+            version = remote.applied_version,
+            "settings pushed by the backend applied over the config"
+        );
+    }
     if seeded {
         tracing::info!(
             devices = register.len(),
@@ -221,6 +362,10 @@ pub async fn run(
         last_seen: Mutex::new(HashMap::new()),
         admin: Mutex::new(None),
         identity: Mutex::new(identity),
+        heartbeat_s: heartbeat_s.into(),
+        device_cfg: Mutex::new(None),
+        decommission: Default::default(),
+        uplink_cmd: Mutex::new(None),
     });
     shared.metrics.set(
         "local_io_gpio",
@@ -292,6 +437,44 @@ pub async fn run(
         .set_max_packet_size(1024 * 1024, 64 * 1024)
         .set_inflight(1000);
     let (local, mut local_loop) = AsyncClient::new(opts, 10_000);
+    // Device settings (`cfg`, retained) as the register says, to the devices
+    // named on this channel; all of them at every connect.
+    let (cfg_tx, mut cfg_rx) = mpsc::unbounded_channel::<String>();
+    if let Ok(mut slot) = shared.device_cfg.lock() {
+        *slot = Some(cfg_tx);
+    }
+    {
+        let local = local.clone();
+        // Not `shared`: that would keep the journal open after shutdown.
+        let register = shared.register.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let id = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    id = cfg_rx.recv() => match id {
+                        Some(id) => id,
+                        None => break,
+                    },
+                };
+                let payload = register
+                    .read()
+                    .ok()
+                    .and_then(|r| r.get(&id).and_then(|d| d.cfg_payload()));
+                if let Some(payload) = payload {
+                    let topic = topic::device_topic(&id, "cfg");
+                    if local
+                        .publish(topic.as_str(), QoS::AtLeastOnce, true, payload)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    tracing::debug!(device = %id, "device settings published");
+                }
+            }
+        });
+    }
     // Receipts and acks are small writes: without TCP_NODELAY, Nagle holds
     // each second one back for the peer's delayed ACK (40 ms on Linux).
     local_loop.network_options.set_tcp_nodelay(true);
@@ -407,7 +590,12 @@ pub async fn run(
     });
     drop(raised_tx);
 
+    let (uplink_cmd_tx, uplink_cmd_rx) = mpsc::channel::<UplinkCmd>(4);
+    if let Ok(mut slot) = shared.uplink_cmd.lock() {
+        *slot = Some(uplink_cmd_tx);
+    }
     let uplink = tokio::spawn(crate::enrollment::supervise_uplink(
+        uplink_cmd_rx,
         config.clone(),
         uplink_url,
         shared.clone(),
@@ -452,6 +640,16 @@ pub async fn run(
                         );
                         for filter in [topic::EVENTS_FILTER, topic::HEARTBEATS_FILTER] {
                             let _ = local.subscribe(filter, QoS::AtLeastOnce).await;
+                        }
+                        // The embedded broker forgets retained settings
+                        // when it restarts with the gateway: say them again.
+                        let ids: Vec<String> = shared
+                            .register
+                            .read()
+                            .map(|r| r.devices().map(|d| d.id.clone()).collect())
+                            .unwrap_or_default();
+                        for id in ids {
+                            shared.publish_cfg(&id);
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.cancel(),
@@ -500,9 +698,11 @@ pub async fn run(
     // Ready means taking events: subscribed at the device broker. (A
     // message published before the subscription would find no one.)
     tokio::pin!(shutdown);
+    let decommissioned = shared.decommission.stop.clone();
     let mut stopping = tokio::select! {
         _ = subscribed.cancelled() => None,
         _ = &mut shutdown => Some(false),
+        _ = decommissioned.cancelled() => Some(false),
         _ = journal_stopped.cancelled() => Some(true),
     };
     if stopping.is_none() {
@@ -515,6 +715,7 @@ pub async fn run(
         tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
         stopping = Some(tokio::select! {
             _ = &mut shutdown => false,
+            _ = decommissioned.cancelled() => false,
             _ = journal_stopped.cancelled() => true,
         });
     }
@@ -545,7 +746,94 @@ pub async fn run(
     if journal_failed {
         return Err(GatewayError::JournalStopped);
     }
+    if shared.decommission.wipe_requested() {
+        let kek = config.key_source()?;
+        let removed = crate::decommission::wipe(
+            &config.data_dir,
+            &config.journal_path(),
+            &config.data_key_path(),
+            kek.file(),
+            &config.gateway_id,
+        )?;
+        tracing::warn!(
+            files = removed.len(),
+            dir = %config.data_dir.display(),
+            "DECOMMISSIONED: the data key was erased and the journal, keys and settings removed; this gateway will not start again"
+        );
+    }
     Ok(())
+}
+
+/// The decommission flow (see `crate::decommission`): deliver, have the
+/// backend revoke, then stop and wipe; or stop trying, wiping nothing.
+pub(crate) async fn decommission_flow(
+    shared: Arc<Shared>,
+    force: bool,
+    limits: crate::decommission::Limits,
+) {
+    use crate::decommission::Phase;
+    let d = &shared.decommission;
+    let pending = || {
+        shared
+            .reader
+            .pending_counts()
+            .map(|p| p.iter().sum::<u64>())
+            .unwrap_or(u64::MAX)
+    };
+    if force {
+        tracing::warn!(
+            pending = pending(),
+            "decommission forced: what the journal still holds is not delivered, and the backend is not asked to revoke this gateway"
+        );
+        d.wipe_and_stop();
+        return;
+    }
+    tracing::warn!("decommission: delivering what the journal holds, then asking the backend to revoke this gateway");
+    let deadline = tokio::time::Instant::now() + limits.deliver_within;
+    loop {
+        let left = pending();
+        if left == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            d.fail(format!(
+                "{left} events still wait for the backend's receipt after {} s: bring the uplink back and try again, or decommission with --force (they are lost)",
+                limits.deliver_within.as_secs()
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.set(Phase::Revoking);
+    let tx = shared.uplink_cmd.lock().ok().and_then(|t| t.clone());
+    let Some(tx) = tx else {
+        d.fail("the uplink is stopping".into());
+        return;
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx
+        .send(UplinkCmd::Decommission {
+            pending: pending(),
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        d.fail("the uplink is stopping".into());
+        return;
+    }
+    match tokio::time::timeout(limits.revoke_within, answer).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::warn!("the backend took this gateway off the service; wiping");
+            d.wipe_and_stop();
+        }
+        Ok(Ok(Err(e))) => d.fail(format!("the backend refused: {e}")),
+        Ok(Err(_)) => d.fail("the uplink stopped".into()),
+        Err(_) => d.fail(format!(
+            "the backend did not confirm within {} s: check the uplink (trygg-gateway status) and try again, or decommission with --force",
+            limits.revoke_within.as_secs()
+        )),
+    }
 }
 
 fn journal_loop(
@@ -578,6 +866,9 @@ fn journal_loop(
                     // In order with the messages around it: those before
                     // were classified against the register before it.
                     let _ = reply.send(change_devices(&mut journal, shared, &change));
+                }
+                JournalCmd::RemoteConfig { push, reply } => {
+                    let _ = reply.send(remote_config(&mut journal, shared, push));
                 }
                 JournalCmd::TestAlarm { subject, reply } => {
                     let place =
@@ -843,14 +1134,113 @@ fn change_devices(
         .unwrap_or_else(|e| e.into_inner())
         .apply(&writes);
     match change {
-        Change::Add(d) => tracing::info!(device = %d.id, kind = ?d.device_type, "device paired"),
+        Change::Add(d) => {
+            shared.publish_cfg(&d.id);
+            tracing::info!(device = %d.id, kind = ?d.device_type, "device paired")
+        }
         Change::Swap { old, new_id } => {
+            shared.publish_cfg(new_id);
             tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement; the old id is refused from now on")
         }
         Change::Remove(id) => tracing::info!(device = %id, "device removed from the register"),
     }
     shared.metrics.inc("device_register_changes_total", "");
     Ok(())
+}
+
+/// Applies a settings version from the backend, or refuses it; returns the
+/// answer. A version at or below the last one is answered as before.
+fn remote_config(
+    journal: &mut Journal,
+    shared: &Shared,
+    push: Result<trygg_uplink::remote_config::ConfigPush, (u64, String)>,
+) -> trygg_uplink::remote_config::ConfigResult {
+    use crate::remote_config::{plan, refused};
+    use trygg_uplink::remote_config::ConfigResult;
+    let prev = match journal.reader().remote_config() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the last settings version; the push is not applied now");
+            return ConfigResult {
+                v: 1,
+                version: push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v),
+                applied: false,
+                error: Some(format!("the gateway's journal cannot be read: {e}")),
+            };
+        }
+    };
+    let version = push.as_ref().map(|p| p.version).unwrap_or_else(|(v, _)| *v);
+    if let Some(prev) = &prev {
+        if version == prev.last.version && version > 0 {
+            return prev.last.clone();
+        }
+        if version < prev.last.version {
+            return ConfigResult {
+                v: 1,
+                version,
+                applied: false,
+                error: Some(format!(
+                    "version {version} is older than version {} this gateway has",
+                    prev.last.version
+                )),
+            };
+        }
+    }
+    let now = now_ms();
+    let outcome = {
+        let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
+        push.and_then(|p| plan(&p, &register, now).map_err(|e| (p.version, e)))
+    };
+    match outcome {
+        Ok(plan) => {
+            if let Err(e) = journal.write_remote_config(&plan.state, &plan.writes) {
+                tracing::error!(error = %e, version, "settings version not applied: the journal could not commit it");
+                return ConfigResult {
+                    v: 1,
+                    version,
+                    applied: false,
+                    error: Some(format!("the gateway's journal could not commit it: {e}")),
+                };
+            }
+            {
+                let mut register = shared.register.write().unwrap_or_else(|e| e.into_inner());
+                let writes: Vec<_> = plan
+                    .writes
+                    .iter()
+                    .map(|(id, d)| (id.clone(), Some(d.clone())))
+                    .collect();
+                register.apply(&writes);
+                register.set_periods(&plan.periods);
+            }
+            if let Some(h) = plan.state.settings.heartbeat_s {
+                shared
+                    .heartbeat_s
+                    .store(h, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (id, _) in &plan.writes {
+                shared.publish_cfg(id);
+            }
+            shared.metrics.inc("config_versions_applied_total", "");
+            tracing::info!(
+                version,
+                devices = plan.writes.len(),
+                periods = plan.periods.len(),
+                "settings from the backend applied"
+            );
+            plan.state.last
+        }
+        Err((version, error)) => {
+            shared.metrics.inc("config_versions_refused_total", "");
+            tracing::warn!(version, error = %error, "settings from the backend refused; nothing of them was applied");
+            let state = refused(prev.as_ref(), version, error, now);
+            if version > 0 {
+                if let Err(e) = journal.write_remote_config(&state, &[]) {
+                    tracing::error!(error = %e, "the refusal could not be kept; it is answered all the same");
+                }
+            }
+            state.last
+        }
+    }
 }
 
 /// The journal's timer: retake the disk reserve after a full disk, and
@@ -947,9 +1337,19 @@ enum UplinkEvent {
     Backend(bool),
     Disconnected(String),
     Receipt(UplinkReceipt),
+    /// A settings version from the backend.
+    Config(Bytes),
+    /// The backend's answer to this gateway's decommission.
+    Decommissioned(Bytes),
 }
 
+// The uplink's inputs are separate channels on purpose: each has its own
+// owner and lifetime (the journal's ends at shutdown, the commands' never).
+// The commands are borrowed: `crate::enrollment` runs the loop again with a
+// new certificate, and the same commands.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn uplink_loop(
+    cmds: &mut mpsc::Receiver<UplinkCmd>,
     config: Arc<Config>,
     url: MqttUrl,
     tls: Arc<rustls::ClientConfig>,
@@ -967,7 +1367,10 @@ pub(crate) async fn uplink_loop(
     let receipt_topic = contract::receipt_topic(&gw);
     let batch_topic = contract::batch_topic(&gw);
     let heartbeat_topic = contract::heartbeat_topic(&gw);
-    let heartbeat_every = Duration::from_secs(config.uplink.heartbeat_s);
+    let config_topic = trygg_uplink::remote_config::config_topic(&gw);
+    let config_result_topic = trygg_uplink::remote_config::config_result_topic(&gw);
+    let decommission_result_topic = trygg_uplink::remote_config::decommission_result_topic(&gw);
+    let mut decommission_reply: Option<oneshot::Sender<Result<(), String>>> = None;
     let mut last_heartbeat = Instant::now();
     let mut opts = Opts5::new(format!("trygg-uplink-{gw}"), url.host.clone(), url.port);
     opts.set_clean_start(false)
@@ -995,6 +1398,8 @@ pub(crate) async fn uplink_loop(
         let client = client.clone();
         let receipt_topic = receipt_topic.clone();
         let status_topic = status_topic.clone();
+        let config_topic = config_topic.clone();
+        let decommission_result_topic = decommission_result_topic.clone();
         let reconnect_max = Duration::from_millis(config.uplink.reconnect_max_ms);
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), reconnect_max);
@@ -1013,6 +1418,12 @@ pub(crate) async fn uplink_loop(
                             .subscribe(contract::BRIDGE_STATUS_TOPIC, Q5::AtLeastOnce)
                             .await;
                         let _ = client
+                            .subscribe(config_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
+                            .subscribe(decommission_result_topic.clone(), Q5::AtLeastOnce)
+                            .await;
+                        let _ = client
                             .publish(status_topic.clone(), Q5::AtLeastOnce, true, "online")
                             .await;
                         let _ = ev_tx.send(UplinkEvent::Connected).await;
@@ -1022,6 +1433,16 @@ pub(crate) async fn uplink_loop(
                     {
                         let online = p.payload.as_ref() == b"online";
                         let _ = ev_tx.send(UplinkEvent::Backend(online)).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == config_topic.as_bytes() =>
+                    {
+                        let _ = ev_tx.send(UplinkEvent::Config(p.payload)).await;
+                    }
+                    Ok(E5::Incoming(P5::Publish(p)))
+                        if p.topic.as_ref() == decommission_result_topic.as_bytes() =>
+                    {
+                        let _ = ev_tx.send(UplinkEvent::Decommissioned(p.payload)).await;
                     }
                     Ok(E5::Incoming(P5::Publish(p))) => {
                         match serde_json::from_slice::<UplinkReceipt>(&p.payload) {
@@ -1104,7 +1525,30 @@ pub(crate) async fn uplink_loop(
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
+            Some(cmd) = cmds.recv() => match cmd {
+                UplinkCmd::Decommission { pending, reply } => {
+                    let body = serde_json::to_vec(&trygg_uplink::remote_config::Decommission { v: 1, pending })
+                        .expect("serializes");
+                    let topic = trygg_uplink::remote_config::decommission_topic(&gw);
+                    if let Err(e) = client.publish(topic, Q5::AtLeastOnce, false, body).await {
+                        let _ = reply.send(Err(format!("cannot send the request: {e}")));
+                    } else {
+                        tracing::info!("asked the backend to take this gateway off the service");
+                        decommission_reply = Some(reply);
+                    }
+                }
+            },
             ev = ev_rx.recv() => match ev {
+                Some(UplinkEvent::Decommissioned(payload)) => {
+                    let answer = serde_json::from_slice::<trygg_uplink::remote_config::DecommissionResult>(&payload);
+                    if let Some(reply) = decommission_reply.take() {
+                        let _ = reply.send(match answer {
+                            Ok(r) if r.done => Ok(()),
+                            Ok(r) => Err(r.error.unwrap_or_else(|| "no reason given".into())),
+                            Err(e) => Err(format!("unreadable answer: {e}")),
+                        });
+                    }
+                }
                 Some(UplinkEvent::Connected) => {
                     tracing::info!(url = %url, "uplink connected; waiting for the backend to say it is listening");
                     shared.uplink_connected.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1149,6 +1593,26 @@ pub(crate) async fn uplink_loop(
                     shared.uplink_connected.store(false, std::sync::atomic::Ordering::Relaxed);
                     state.on_disconnected();
                 }
+                Some(UplinkEvent::Config(payload)) => {
+                    // Applied (or refused) by the journal thread, answered
+                    // once durable; uplink traffic goes on meanwhile.
+                    let push = crate::remote_config::parse(&payload);
+                    if let Err((version, e)) = &push {
+                        tracing::warn!(version, error = %e, "a settings push from the backend cannot be read");
+                    }
+                    let (reply, answer) = oneshot::channel();
+                    if journal_tx.send(JournalCmd::RemoteConfig { push, reply }).await.is_err() {
+                        break;
+                    }
+                    let client = client.clone();
+                    let topic = config_result_topic.clone();
+                    tokio::spawn(async move {
+                        if let Ok(result) = answer.await {
+                            let body = serde_json::to_vec(&result).expect("results serialize");
+                            let _ = client.publish(topic, Q5::AtLeastOnce, false, body).await;
+                        }
+                    });
+                }
                 Some(UplinkEvent::Receipt(r)) => {
                     shared.metrics.inc("uplink_receipts_total", "");
                     let ranges = state.on_receipt(&r);
@@ -1163,6 +1627,9 @@ pub(crate) async fn uplink_loop(
                 journal_open = changed.is_ok();
             }
             _ = tick.tick() => {
+                let heartbeat_every = Duration::from_secs(
+                    shared.heartbeat_s.load(std::sync::atomic::Ordering::Relaxed).max(1),
+                );
                 if state.connected() && last_heartbeat.elapsed() >= heartbeat_every {
                     last_heartbeat = Instant::now();
                     let _ = client
@@ -1223,10 +1690,12 @@ mod tests {
             room: None,
             subject: None,
         };
+        let json = serde_json::to_vec(&rec).unwrap();
         let p = crate::journal::Pending {
             lane: Lane::Alarm,
             seq: 1,
-            json: serde_json::to_vec(&rec).unwrap(),
+            stored_len: json.len() as u64,
+            json,
         };
         let b: trygg_uplink::Batch =
             serde_json::from_slice(&batch_json("gw\"1", 9, &[p.clone(), p])).unwrap();

@@ -103,7 +103,9 @@ proptest! {
     fn journal_agrees_with_an_in_memory_queue(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
         let mut path = dir.path().join("journal-0.redb");
-        let mut journal = Journal::open(&path).unwrap();
+        // Sealed, as the service keeps it.
+        let sealer = std::sync::Arc::new(trygg_gateway::seal::Sealer::new(&[0x5e; 32]));
+        let mut journal = Journal::open_sealed(&path, sealer.clone()).unwrap();
         let mut model = Model { next: [1; 3], next_device_seq: 1, ..Model::default() };
         let mut generation = 0;
         for op in ops {
@@ -150,11 +152,11 @@ proptest! {
                     std::fs::copy(&path, &copy).unwrap();
                     drop(journal);
                     path = copy;
-                    journal = Journal::open(&path).unwrap();
+                    journal = Journal::open_sealed(&path, sealer.clone()).unwrap();
                 }
                 Op::Restart => {
                     drop(journal);
-                    journal = Journal::open(&path).unwrap();
+                    journal = Journal::open_sealed(&path, sealer.clone()).unwrap();
                 }
             }
             assert_agree(&journal, &model);
@@ -191,7 +193,9 @@ mod limited {
     }
 
     fn open(path: &std::path::Path) -> Journal {
-        let mut j = Journal::open(path).unwrap();
+        // Sealed, as the service keeps it.
+        let sealer = std::sync::Arc::new(trygg_gateway::seal::Sealer::new(&[0x5e; 32]));
+        let mut j = Journal::open_sealed(path, sealer).unwrap();
         j.set_policy(policy());
         j
     }
@@ -286,7 +290,7 @@ mod limited {
                 // The byte count kept with the records is the records' size.
                 let bytes = journal.reader().pending_bytes().unwrap();
                 for lane in Lane::ALL {
-                    let real: u64 = journal.reader().read_after(lane, 0, usize::MAX).unwrap().iter().map(|p| p.json.len() as u64).sum();
+                    let real: u64 = journal.reader().read_after(lane, 0, usize::MAX).unwrap().iter().map(|p| p.stored_len).sum();
                     prop_assert_eq!(bytes[lane.index()], real, "bytes of lane {}", lane);
                 }
                 // Telemetry never takes the alarms' reserve.

@@ -522,6 +522,8 @@ fn bench_devices(opts: &BenchOptions) -> Vec<Device> {
         room: Some("bench".into()),
         resident: Some("r-bench".into()),
         supervision_s: None,
+        heartbeat_s: None,
+        pre_alarm_s: None,
     };
     let mut d: Vec<Device> = (0..opts.publishers)
         .map(|i| device(format!("bench-motion-{i}"), DeviceType::MotionSensor))

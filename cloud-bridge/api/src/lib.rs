@@ -5,6 +5,8 @@
 //!   coming down. A receipt names exactly the lane sequence numbers the
 //!   cloud-bridge has committed, so a gateway deletes nothing it was not
 //!   told is safe elsewhere.
+//! - [`remote_config`]: settings pushed from the backend to a gateway,
+//!   versioned and confirmed.
 //! - [`broker`]: the embedded MQTT broker (rumqttd), in-process, so a demo
 //!   or a test needs nothing installed.
 //! - [`tls`]: rustls client configuration and a development PKI.
@@ -20,6 +22,7 @@ pub mod contract;
 pub mod enroll;
 pub mod metrics;
 pub mod mqtt_url;
+pub mod remote_config;
 pub mod shutdown;
 pub mod tls;
 

@@ -386,6 +386,8 @@ impl Layout {
             room: Some("bench".into()),
             resident: Some("r-bench".into()),
             supervision_s: Some(0),
+            heartbeat_s: None,
+            pre_alarm_s: None,
         };
         let mut out: Vec<Device> = (0..self.conns)
             .flat_map(|c| self.conn_devices(c))
