@@ -226,6 +226,11 @@ pub async fn run(
     let (writer, writer_thread) =
         StoreWriter::spawn(store.clone(), metrics.clone(), changes.clone());
 
+    let verifier_store: mtls::StoreSlot =
+        Arc::new(std::sync::RwLock::new(Some(store.clone())));
+    // However this ends, the broker's verifier lets go of the store (the
+    // broker outlives the bridge: rumqttd cannot be stopped).
+    let _release_store = mtls::ReleaseOnDrop(verifier_store.clone());
     let (refusals_tx, refusals_rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(enrollment::report_refusals(
         refusals_rx,
@@ -243,7 +248,7 @@ pub async fn run(
                 .expect("embedded always has server files");
             let verifier = mtls::RevocationCheckingVerifier::new(
                 &trygg_uplink::tls::read_certs(&gateway_ca.cert_file)?,
-                store.clone(),
+                verifier_store.clone(),
                 vec![trygg_uplink::enroll::fingerprint(&own_cert.der)],
                 refusals_tx.clone(),
             )
@@ -541,6 +546,9 @@ pub async fn run(
     // ends: the reporter is stopped, not awaited.
     reporter.abort();
     let _ = reporter.await;
+    // The broker's verifier lets go of the store before the writer's last
+    // commit; every client is refused from now on.
+    drop(_release_store);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| BridgeError::Task(e.to_string()))?

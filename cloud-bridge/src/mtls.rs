@@ -48,6 +48,21 @@ use crate::store::Store;
 /// the answer to its decommission.
 pub const FROM_THE_BRIDGE: [&str; 3] = ["receipt", "config", "decommission-result"];
 
+/// The store as the broker's verifier sees it: `None` once the bridge has
+/// stopped (so that the store's file is released).
+pub type StoreSlot = Arc<std::sync::RwLock<Option<Store>>>;
+
+/// Takes the store out of its slot when dropped: however `run` ends.
+pub struct ReleaseOnDrop(pub StoreSlot);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.write() {
+            *s = None;
+        }
+    }
+}
+
 /// The uplink client id a gateway must use.
 pub fn gateway_client_id(gateway: &str) -> String {
     format!("trygg-uplink-{gateway}")
@@ -143,7 +158,10 @@ pub fn authorizer(refusals: UnboundedSender<Refusal>) -> Authorizer {
 /// revoked. Refusals are reported.
 pub struct RevocationCheckingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    store: Store,
+    /// The store while the bridge runs. The embedded broker (and so this
+    /// verifier) lives until the process ends, the store only until the
+    /// bridge stops: then it is taken away, and every certificate refused.
+    store: StoreSlot,
     /// Fingerprints of the bridge's own certificates (not in the store).
     own: Vec<String>,
     refusals: UnboundedSender<Refusal>,
@@ -159,7 +177,7 @@ impl std::fmt::Debug for RevocationCheckingVerifier {
 impl RevocationCheckingVerifier {
     pub fn new(
         gateway_ca: &[CertificateDer<'static>],
-        store: Store,
+        store: StoreSlot,
         own: Vec<String>,
         refusals: UnboundedSender<Refusal>,
     ) -> Result<RevocationCheckingVerifier, rustls::Error> {
@@ -264,7 +282,10 @@ impl ClientCertVerifier for RevocationCheckingVerifier {
         if self.own.contains(&fp) {
             return Ok(ClientCertVerified::assertion());
         }
-        match self.store.gateway_cert(&fp) {
+        let Some(store) = self.store.read().ok().and_then(|s| s.clone()) else {
+            return Err(rustls::Error::General("the bridge has stopped".into()));
+        };
+        match store.gateway_cert(&fp) {
             Ok(Some(c)) if c.revoked.is_none() => Ok(ClientCertVerified::assertion()),
             Ok(Some(c)) => {
                 let r = c.revoked.expect("guarded");

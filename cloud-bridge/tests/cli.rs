@@ -70,9 +70,11 @@ async fn run_prints_one_ready_line_with_the_addresses() {
         .collect();
     assert_eq!(
         fields.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-        ["broker", "api", "ca", "console"]
+        ["broker", "api", "ca", "console", "enroll", "gateway_ca"]
     );
     assert!(fields[3].1.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(fields[4].1.starts_with("https://127.0.0.1:"), "{line}");
+    assert!(std::path::Path::new(fields[5].1).exists(), "{line}");
     assert!(fields[0].1.starts_with("mqtts://127.0.0.1:"));
     assert!(std::path::Path::new(fields[2].1).exists());
     let api = fields[1].1.strip_prefix("http://").unwrap();
