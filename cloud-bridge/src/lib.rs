@@ -226,8 +226,7 @@ pub async fn run(
     let (writer, writer_thread) =
         StoreWriter::spawn(store.clone(), metrics.clone(), changes.clone());
 
-    let verifier_store: mtls::StoreSlot =
-        Arc::new(std::sync::RwLock::new(Some(store.clone())));
+    let verifier_store: mtls::StoreSlot = Arc::new(std::sync::RwLock::new(Some(store.clone())));
     // However this ends, the broker's verifier lets go of the store (the
     // broker outlives the bridge: rumqttd cannot be stopped).
     let _release_store = mtls::ReleaseOnDrop(verifier_store.clone());
