@@ -453,21 +453,26 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `mosquitto`, or returns an error saying how to install it.
     pub fn start() -> Result<Mosquitto, String> {
+        Mosquitto::start_with(|port| {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n")
+        })
+    }
+
+    /// Starts `mosquitto` with the config `conf(port)` makes (its listener
+    /// on `port`, on 127.0.0.1); `url` is plain `mqtt://` (set `tls` when
+    /// the config makes it TLS).
+    pub fn start_with(conf: impl FnOnce(u16) -> String) -> Result<Mosquitto, String> {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or("mosquitto is not installed: run `sudo apt-get install -y mosquitto` (scripts/test does)")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let addr = free_addr();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n", addr.port()),
-        )
-        .map_err(|e| e.to_string())?;
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf(addr.port())).map_err(|e| e.to_string())?;
         let child = std::process::Command::new(exe)
             .arg("-c")
-            .arg(&conf)
+            .arg(&conf_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -845,3 +845,133 @@ fn batch(gateway: &str, device: &str) -> Vec<u8> {
     })
     .unwrap()
 }
+
+/// Mosquitto at the backend, configured as docs/operations.md says
+/// (`require_certificate`, `use_identity_as_username`, the ACL patterns):
+/// an enrolled gateway's alarm arrives through it; a client without a
+/// certificate cannot connect; another gateway's topic is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_mosquitto_at_the_backend_the_documented_mtls_setup_holds() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("backend");
+    // The files Mosquitto needs exist before the bridge first runs.
+    let pki = trygg_uplink::tls::DevPki::ensure(&data.join("tls")).unwrap();
+    let ca =
+        trygg_bridge::enrollment::GatewayCa::load_or_create(&data.join("gateway-ca"), 730).unwrap();
+    let acl = dir.path().join("trygg.acl");
+    std::fs::write(&acl, MOSQUITTO_ACL).unwrap();
+    let conf = |port: u16| {
+        format!(
+            "per_listener_settings false\nallow_anonymous false\npersistence false\nuser root\n\
+             acl_file {}\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\ncafile {}\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            acl.display(),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            ca.cert_file.display()
+        )
+    };
+    let mosquitto = Mosquitto::start_with(conf).unwrap_or_else(|e| panic!("{e}"));
+    let url = trygg_uplink::mqtt_url::MqttUrl {
+        tls: true,
+        ..mosquitto.url.clone()
+    };
+    let (ca_file, broker_url) = (pki.ca_cert.clone(), url.to_string());
+    let backend = start_backend_with(&data, move |c| {
+        c.broker.mode = trygg_bridge::config::BrokerMode::External;
+        c.broker.url = broker_url;
+        c.broker.ca_file = Some(ca_file);
+    })
+    .await;
+    assert_eq!(backend.ready.broker, url);
+
+    let gateway = start_gateway(gateway_config(
+        &dir.path().join("gateway"),
+        &backend.ready.broker,
+        &backend.ready.ca_file,
+    ))
+    .await;
+    let button = spawn_device("button-1", &gateway.ready.device_broker, None);
+    let seq = button.emit(EventKind::ButtonPress).await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the alarm at the backend through Mosquitto",
+        || {
+            let api = backend.api.clone();
+            async move {
+                api.device_seqs("button-1")
+                    .await
+                    .contains(&seq)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Without a certificate: no connection.
+    let (_client, mut eventloop) = connect(
+        &backend,
+        "trygg-uplink-gw-demo-1",
+        trygg_uplink::tls::client_config(&backend.ready.ca_file).unwrap(),
+    );
+    assert!(
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await,
+            Ok(Err(_))
+        ),
+        "a client without a certificate is refused"
+    );
+
+    // gw-a, enrolled, writing to gw-b's topic: Mosquitto drops it; its own
+    // topic goes through.
+    let tls = enrolled_tls(&backend.ready, "gw-a", &dir.path().join("gw-a")).await;
+    let (client, eventloop) = connect(&backend, "trygg-uplink-gw-a", tls);
+    tokio::spawn(drive(eventloop));
+    client
+        .publish(
+            "trygg/v1/gw/gw-b/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-b", "button-b"),
+        )
+        .await
+        .unwrap();
+    client
+        .publish(
+            "trygg/v1/gw/gw-a/batch",
+            QoS::AtLeastOnce,
+            false,
+            batch("gw-a", "button-a"),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "gw-a's own batch stored", || {
+        let api = backend.api.clone();
+        async move { (!api.events("button-a").await.is_empty()).then_some(()) }
+    })
+    .await;
+    assert!(
+        backend.api.events("button-b").await.is_empty(),
+        "Mosquitto's ACL kept gw-a out of gw-b's topic"
+    );
+    gateway.stop.cancel();
+    let _ = gateway.task.await;
+    drop(mosquitto);
+}
+
+/// The ACL of docs/operations.md ("Mosquitto at the backend").
+const MOSQUITTO_ACL: &str = "\
+pattern write trygg/v1/gw/%u/batch
+pattern write trygg/v1/gw/%u/heartbeat
+pattern write trygg/v1/gw/%u/status
+pattern write trygg/v1/gw/%u/config-result
+pattern write trygg/v1/gw/%u/decommission
+pattern read trygg/v1/gw/%u/receipt
+pattern read trygg/v1/gw/%u/config
+pattern read trygg/v1/gw/%u/decommission-result
+pattern read trygg/v1/bridge/status
+
+user trygg-bridge
+topic readwrite #
+";
