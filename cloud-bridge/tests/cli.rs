@@ -320,3 +320,101 @@ async fn register_commands_say_plainly_when_the_bridge_holds_the_store() {
     assert!(err.contains("stop it first"), "{err}");
     bridge.kill().await.unwrap();
 }
+
+/// With the bridge stopped, enrollment codes and revocation work on the
+/// store itself: a code made, listed without the code, spent by an
+/// enrollment, the gateway revoked, each audited.
+#[test]
+fn enrollment_commands_work_on_the_store_with_the_bridge_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        format!("data_dir = {:?}\n", dir.path().join("data").display().to_string()),
+    )
+    .unwrap();
+    let run = |args: &[&str]| run_with_stdin(&path, args, "");
+    let out = run(&[
+        "enroll-code",
+        "create",
+        "--gateway",
+        "gw-123",
+        "--site",
+        "Frogner 12",
+        "--valid",
+        "2h",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 19 && l.split('-').count() == 4)
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string();
+    assert!(text.contains("trygg-gateway enroll --code"), "{text}");
+
+    let out = run(&["enroll-code", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains("gw-123") && list.contains("open"), "{list}");
+    assert!(!list.contains(&code), "the code is never shown again");
+
+    // A bad id and a bad duration are refused plainly.
+    let out = run(&["enroll-code", "create", "--gateway", "gw/1", "--site", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a gateway id"));
+    let out = run(&[
+        "enroll-code",
+        "create",
+        "--gateway",
+        "gw-1",
+        "--site",
+        "x",
+        "--valid",
+        "3y",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("24h"));
+
+    // Spend it as the endpoint would, then revoke.
+    {
+        let store =
+            trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
+        let ca = trygg_bridge::enrollment::GatewayCa::load_or_create(
+            &dir.path().join("data/gateway-ca"),
+            730,
+        )
+        .unwrap();
+        let (_key, csr) = trygg_uplink::enroll::new_key_and_csr("gw-123").unwrap();
+        let request = trygg_uplink::enroll::EnrollRequest {
+            v: 1,
+            gateway: "gw-123".into(),
+            code: code.clone(),
+            csr,
+        };
+        store
+            .redeem_enroll_code(&request, &ca, "10.0.0.2", trygg_bridge::store::now_ms())
+            .unwrap();
+    }
+    let out = run(&["gateway", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains("gw-123") && list.contains("valid"), "{list}");
+    let out = run(&["gateway", "revoke", "gw-123", "--reason", "kit stolen"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 certificate(s) revoked"));
+    let out = run(&["gateway", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains("revoked") && list.contains("kit stolen"), "{list}");
+
+    let store = trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
+    let actions: Vec<String> = store
+        .audit(&trygg_bridge::access::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["gateway_revoke", "gateway_enroll", "enroll_code_create"]
+    );
+}
