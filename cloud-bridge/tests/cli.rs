@@ -330,7 +330,10 @@ fn enrollment_commands_work_on_the_store_with_the_bridge_stopped() {
     let path = dir.path().join("bridge.toml");
     std::fs::write(
         &path,
-        format!("data_dir = {:?}\n", dir.path().join("data").display().to_string()),
+        format!(
+            "data_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
     )
     .unwrap();
     let run = |args: &[&str]| run_with_stdin(&path, args, "");
@@ -378,8 +381,7 @@ fn enrollment_commands_work_on_the_store_with_the_bridge_stopped() {
 
     // Spend it as the endpoint would, then revoke.
     {
-        let store =
-            trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
+        let store = trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
         let ca = trygg_bridge::enrollment::GatewayCa::load_or_create(
             &dir.path().join("data/gateway-ca"),
             730,
@@ -404,7 +406,10 @@ fn enrollment_commands_work_on_the_store_with_the_bridge_stopped() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 certificate(s) revoked"));
     let out = run(&["gateway", "list"]);
     let list = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(list.contains("revoked") && list.contains("kit stolen"), "{list}");
+    assert!(
+        list.contains("revoked") && list.contains("kit stolen"),
+        "{list}"
+    );
 
     let store = trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
     let actions: Vec<String> = store

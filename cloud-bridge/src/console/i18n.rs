@@ -26,6 +26,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("nav_users", "Brukere", "Users"),
     ("nav_residents", "Beboere", "Residents"),
     ("nav_audit", "Logg", "Audit log"),
+    ("nav_gateways", "Gatewayer", "Gateways"),
     ("signed_in_as", "Innlogget som", "Signed in as"),
     ("logout", "Logg ut", "Log out"),
     ("language", "Språk", "Language"),

@@ -24,6 +24,7 @@ pub mod benefits_page;
 mod board;
 pub mod devices;
 pub mod form;
+pub mod gateways;
 pub mod html;
 pub mod i18n;
 mod json;
@@ -83,6 +84,8 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(benefits_page::routes())
         // Devices (/devices, /console/api/devices).
         .merge(devices::routes())
+        // Enrolled gateways, codes, revocation (/admin/gateways).
+        .merge(gateways::routes())
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
