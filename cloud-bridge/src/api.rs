@@ -105,6 +105,11 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// What went wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {

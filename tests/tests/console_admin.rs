@@ -392,16 +392,135 @@ async fn a_disabled_user_is_out_at_once_and_an_administrator_cannot_disable_them
     assert!(entries.iter().all(|e| e.actor == "admin"));
 }
 
-/// /admin/gateways: an administrator makes an enrollment code (shown once,
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_settings_are_set_from_the_console_and_the_gateway_answers() {
+    let c = start().await;
+    let config = gateway_config(
+        &c.dir.path().join("gateway"),
+        &c.backend.ready.broker,
+        &c.backend.ready.ca_file,
+    );
+    let gw = config.gateway_id.clone();
+    let gateway = start_gateway(config).await;
+    // The backend knows a gateway and its devices from their events.
+    let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
+    dev.publish("trygg/v1/dev/button-1/hb", r#"{"v":1,"battery":90}"#)
+        .await;
+    dev.publish(
+        "trygg/v1/dev/button-1/evt",
+        r#"{"v":1,"seq":1,"kind":"battery_low"}"#,
+    )
+    .await;
+    let _ = dev.receipt_on("trygg/v1/dev/button-1/ack").await;
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the backend to know button-1",
+        || {
+            let api = c.backend.api.clone();
+            async move { (!api.events("button-1").await.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+
+    let kari = c.login("kari", PASSWORD).await;
+    assert_eq!(
+        c.get(&kari.cookie, "/gateways").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let r = c
+        .post(
+            &kari,
+            &format!("/gateways/{gw}/settings"),
+            &[("csrf", kari.csrf.as_str())],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "an operator may not set settings"
+    );
+
+    let admin = c.login("admin", PASSWORD).await;
+    let (status, html) = c.get(&admin.cookie, "/gateways").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!(r#"id="gateway-{gw}""#)), "{html}");
+    assert!(
+        html.contains(r#"name="dev.button-1.pre_alarm_s""#),
+        "{html}"
+    );
+    let path = format!("/gateways/{gw}/settings");
+    let r = c
+        .post(&admin, &path, &[("period_safety_button", "600")])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    let r = c
+        .post(
+            &admin,
+            &path,
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("dev.button-1.pre_alarm_s", "99"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains(r#"id="gateways-error""#) && body.contains("pre_alarm_s"),
+        "{body}"
+    );
+    assert!(body.contains(r#"value="99""#), "what was typed comes back");
+
+    let r = c
+        .post(
+            &admin,
+            &path,
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("period_safety_button", "600"),
+                ("dev.button-1.pre_alarm_s", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_string();
+    assert!(to.contains(&format!("saved={gw}&version=1")), "{to}");
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the gateway's answer on the page",
+        || {
+            let (c, cookie) = (&c, admin.cookie.clone());
+            async move {
+                let (_, html) = c.get(&cookie, "/gateways").await;
+                html.contains("state-applied").then_some(())
+            }
+        },
+    )
+    .await;
+    let device = gateway.local_api.get("/api/v1/devices/button-1").await;
+    assert_eq!(device["pre_alarm_s"], 7, "{device}");
+    let json: Value =
+        serde_json::from_str(&c.get(&admin.cookie, "/console/api/gateways").await.1).unwrap();
+    assert_eq!(json[0]["settings"]["state"], "applied", "{json}");
+
+    gateway.stop.cancel();
+    let _ = gateway.task.await;
+    let audit = c.stop_and_audit("gateway_settings").await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].actor, "admin");
+    assert!(audit[0].outcome.contains("\"pre_alarm_s\":7"), "{audit:?}");
+}
+
+/// /admin/enrollment: an administrator makes an enrollment code (shown once,
 /// and it really enrolls), sees the certificate, revokes it with a reason;
 /// an operator is refused; a form without the CSRF token changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gateways_page_makes_codes_that_enroll_and_revokes() {
+async fn enrollment_page_makes_codes_that_enroll_and_revokes() {
     let c = start().await;
     let admin = c.login("admin", PASSWORD).await;
     let kari = c.login("kari", PASSWORD).await;
 
-    let (status, _) = c.get(&kari.cookie, "/admin/gateways").await;
+    let (status, _) = c.get(&kari.cookie, "/admin/enrollment").await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
@@ -411,7 +530,7 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
     let r = c
         .post(
             &admin,
-            "/admin/gateways",
+            "/admin/enrollment",
             &[
                 ("csrf", admin.csrf.as_str()),
                 ("gateway", "gw-77"),
@@ -429,7 +548,7 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
         .expect("the code on the answer")
         .to_string();
     assert!(html.contains("trygg-gateway enroll --code"), "{html}");
-    let (_, again) = c.get(&admin.cookie, "/admin/gateways").await;
+    let (_, again) = c.get(&admin.cookie, "/admin/enrollment").await;
     assert!(!again.contains(&code), "the code is shown once");
 
     // It is a real code: a gateway enrolls with it.
@@ -443,7 +562,7 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
     )
     .await
     .unwrap();
-    let (_, page) = c.get(&admin.cookie, "/admin/gateways").await;
+    let (_, page) = c.get(&admin.cookie, "/admin/enrollment").await;
     assert!(
         page.contains("gw-77") && page.contains("Frogner 12"),
         "{page}"
@@ -453,7 +572,7 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
     let r = c
         .post(
             &admin,
-            "/admin/gateways",
+            "/admin/enrollment",
             &[
                 ("csrf", admin.csrf.as_str()),
                 ("gateway", "trygg-bridge"),
@@ -467,7 +586,7 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
     // Without the CSRF token nothing is revoked.
     let r = c
         .http
-        .post(c.url("/admin/gateways/gw-77/revoke"))
+        .post(c.url("/admin/enrollment/gw-77/revoke"))
         .header(COOKIE, &admin.cookie)
         .form(&[("reason", "stolen")])
         .send()
@@ -480,12 +599,12 @@ async fn gateways_page_makes_codes_that_enroll_and_revokes() {
     let r = c
         .post(
             &admin,
-            "/admin/gateways/gw-77/revoke",
+            "/admin/enrollment/gw-77/revoke",
             &[("csrf", admin.csrf.as_str()), ("reason", "kit stolen")],
         )
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()[LOCATION], "/admin/gateways?revoked=gw-77");
+    assert_eq!(r.headers()[LOCATION], "/admin/enrollment?revoked=gw-77");
     let certs = c.backend.api.get("/api/v1/gateways").await["certificates"].clone();
     assert_eq!(certs[0]["revoked"]["reason"], "kit stolen");
     assert_eq!(certs[0]["revoked"]["by"], "admin");

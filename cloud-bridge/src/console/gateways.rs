@@ -1,8 +1,15 @@
-//! `/admin/gateways`: enrolled gateways for administrators and technicians
-//! (`crate::enrollment`): the certificates issued, a form that makes a
-//! one-time enrollment code (shown once, on the answer to the form, never
-//! in a URL), and revocation with a reason. Every change is audited by the
-//! store; a refusal by role or CSRF token is audited too.
+//! Gateway settings from the alarm reception (`/gateways`, JSON
+//! `/console/api/gateways`), for administrators and technicians: every
+//! gateway the backend knows, the settings version it runs and its answer,
+//! and a form to set the next version (`docs/console.md`).
+//!
+//! A submitted form becomes a whole set of settings (an empty field: not
+//! managed from here, left as it is at the gateway), checked, stored as the
+//! next version with an audit entry in one durable transaction, and pushed
+//! (`crate::settings`). The page then shows it `pending` until the gateway
+//! answers `applied`, or `refused` with its reason.
+
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,332 +17,451 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
-use std::collections::HashMap;
+use axum::{Json, Router};
+use serde::Serialize;
+use trygg_uplink::remote_config::{DeviceSettings, GatewaySettings};
 
-use super::html::{esc, layout, page};
-use super::{blocking, csrf_refused, denied, store_failed, ConsoleState, FormData, PageUser, Who};
+use super::html::{esc, layout, page, time_tag};
+use super::{
+    blocking, csrf_refused, denied, store_failed, ApiUser, ConsoleState, FormData, PageUser, Who,
+};
 use crate::access::{Lang, Role};
-use crate::enrollment::{CodeError, EnrollCode, GatewayCert};
-use crate::store::now_ms;
+use crate::settings::GatewaySettingsRecord;
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
-        .route("/admin/gateways", get(gateways_page).post(create_code))
-        .route("/admin/gateways/{id}/revoke", post(revoke))
+        .route("/gateways", get(gateways_page))
+        .route("/gateways/{id}/settings", post(set_settings))
+        .route("/console/api/gateways", get(gateways_json))
 }
+
+/// Device types, as gateways name them, with their labels.
+const TYPES: &[(&str, &str, &str)] = &[
+    (
+        "safety_button",
+        "Trygghetsalarm (knapp)",
+        "Safety alarm button",
+    ),
+    ("pull_cord", "Snortrekk", "Pull cord"),
+    ("fall_sensor", "Fallsensor", "Fall sensor"),
+    ("epilepsy_sensor", "Epilepsisensor", "Epilepsy sensor"),
+    ("door_sensor", "Dørsensor", "Door sensor"),
+    ("bed_sensor", "Sengesensor", "Bed sensor"),
+    ("motion_sensor", "Bevegelsessensor", "Motion sensor"),
+    ("smoke_detector", "Røykvarsler", "Smoke detector"),
+    ("water_sensor", "Vannsensor", "Water sensor"),
+    (
+        "medicine_dispenser",
+        "Medisindispenser",
+        "Medicine dispenser",
+    ),
+    ("thermometer", "Termometer", "Thermometer"),
+];
 
 /// `(key, bokmål, English)`.
 const WORDS: &[(&str, &str, &str)] = &[
     ("title", "Gatewayer", "Gateways"),
-    ("caption", "Sertifikater utstedt til gatewayer", "Certificates issued to gateways"),
-    ("gateway", "Gateway-ID", "Gateway id"),
-    ("site", "Sted (adresse)", "Site (address)"),
-    ("fingerprint", "Sertifikat (SHA-256)", "Certificate (SHA-256)"),
-    ("expires", "Utløper", "Expires"),
-    ("state", "Status", "State"),
-    ("valid", "Gyldig", "Valid"),
-    ("expired", "Utløpt", "Expired"),
-    ("revoked", "Tilbakekalt", "Revoked"),
-    ("revoke", "Tilbakekall", "Revoke"),
-    ("reason", "Årsak", "Reason"),
-    ("none", "Ingen gateway er innrullert ennå.", "No gateway is enrolled yet."),
-    ("new_code", "Ny innrulleringskode", "New enrollment code"),
-    ("valid_h", "Gyldig i timer (1–720)", "Valid for hours (1–720)"),
-    ("make_code", "Lag kode", "Make code"),
-    ("code_hint", "Koden virker én gang og vises bare nå. Teknikeren kjører «trygg-gateway enroll --code KODE» på gatewayen.", "The code works once and is shown only now. The technician runs \"trygg-gateway enroll --code CODE\" on the gateway."),
-    ("code_made", "Innrulleringskode for", "Enrollment code for"),
-    ("code_until", "gyldig til", "valid until"),
-    ("codes_caption", "Innrulleringskoder (kodene selv lagres ikke)", "Enrollment codes (the codes themselves are not kept)"),
-    ("made_by", "Laget av", "Made by"),
-    ("open", "Åpen", "Open"),
-    ("used", "Brukt", "Used"),
-    ("revoked_flash", "Tilbakekalt, avvises fra neste tilkobling:", "Revoked, refused from its next connection:"),
+    ("intro", "Innstillinger som sendes til gatewayen i hjemmet. Et tomt felt styres ikke herfra: det blir stående slik det er på gatewayen. Gatewayen tar i bruk hele versjonen eller ingenting av den, og svarer.", "Settings sent to the gateway in the home. An empty field is not managed from here: it stays as it is at the gateway. The gateway applies the whole version or none of it, and answers."),
+    ("none", "Ingen gatewayer har sendt noe ennå.", "No gateway has sent anything yet."),
+    ("version", "Versjon", "Version"),
+    ("no_version", "Ingen innstillinger er sendt herfra ennå.", "No settings were sent from here yet."),
+    ("pending", "venter på svar fra gatewayen", "waiting for the gateway's answer"),
+    ("applied", "tatt i bruk", "applied"),
+    ("refused", "avvist av gatewayen", "refused by the gateway"),
+    ("set_by", "satt av", "set by"),
+    ("heartbeat", "Gatewayens livstegn til sentralen (sekunder, 1–3600)", "The gateway's heartbeat to the backend (seconds, 1–3600)"),
+    ("periods", "Tilsynsperiode per enhetstype (sekunder; 0 = av)", "Supervision period by device type (seconds; 0 = off)"),
+    ("devices", "Per enhet", "Per device"),
+    ("dev_supervision", "tilsynsperiode (s; 0 = av)", "supervision period (s; 0 = off)"),
+    ("dev_heartbeat", "livstegn (s, 10–86400)", "heartbeat (s, 10–86400)"),
+    ("dev_pre_alarm", "angretid for knapp (s, 0–60)", "pre-alarm time for a button (s, 0–60)"),
+    ("save", "Send innstillingene", "Send the settings"),
+    ("saved", "Sendt som versjon", "Sent as version"),
     ("error_intro", "Rett opp dette og prøv igjen:", "Fix this and try again:"),
-    ("err_gateway", "Gateway-ID må være 1–64 tegn av A–Z, a–z, 0–9, «_» eller «-» (ikke «trygg-…»).", "The gateway id must be 1–64 characters of A–Z, a–z, 0–9, '_' or '-' (not 'trygg-…')."),
-    ("err_site", "Sted er påkrevd, høyst 200 tegn.", "The site is required, at most 200 characters."),
-    ("err_valid", "Gyldighet må være 1–720 timer.", "Validity must be 1–720 hours."),
-    ("err_reason", "Oppgi en årsak (stjålet, avviklet, byttet …).", "Give a reason (stolen, decommissioned, replaced, ...)."),
+    ("not_number", "må være et helt tall", "must be a whole number"),
 ];
 
 fn w(lang: Lang, key: &'static str) -> &'static str {
     WORDS
         .iter()
         .find(|(k, _, _)| *k == key)
-        .map(|(_, nb, en)| match lang {
-            Lang::Nb => *nb,
-            Lang::En => *en,
-        })
+        .map(|(_, nb, en)| if lang == Lang::Nb { *nb } else { *en })
         .unwrap_or(key)
 }
 
-/// Administrators and technicians: `None` to go on, else the 403 (audited).
-async fn allowed(s: &ConsoleState, who: &Who, target: &str) -> Option<Response> {
-    match who.principal.role {
-        Role::Administrator | Role::Technician => None,
-        _ => Some(denied(s, who, target, false).await),
-    }
-}
-
-fn cert_state(lang: Lang, c: &GatewayCert, now: u64) -> String {
-    match &c.revoked {
-        Some(r) => format!(
-            "{} {} ({}: {})",
-            w(lang, "revoked"),
-            trygg_uplink::enroll::utc_text(r.at_ms),
-            r.by,
-            r.reason
-        ),
-        None if c.not_after_ms <= now => w(lang, "expired").to_string(),
-        None => w(lang, "valid").to_string(),
-    }
-}
-
-/// A code just made, to show once.
-struct Made {
-    code: String,
-    gateway: String,
-    expires_ms: u64,
-}
-
-fn gateways_html(
-    lang: Lang,
-    who: &Who,
-    certs: &[GatewayCert],
-    codes: &[EnrollCode],
-    made: Option<&Made>,
-    error: Option<&str>,
-    revoked: Option<&String>,
-) -> String {
-    let now = now_ms();
-    let csrf = esc(&who.principal.csrf);
-    let rows: String = certs
+fn type_label(lang: Lang, name: &str) -> String {
+    TYPES
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let action = if c.revoked.is_none() {
-                format!(
-                    r#"<form method="post" action="/admin/gateways/{id}/revoke" class="inline"><input type="hidden" name="csrf" value="{csrf}"><label for="reason-{i}">{reason}</label><input type="text" id="reason-{i}" name="reason" required aria-required="true" maxlength="200"><button type="submit">{revoke} {id}</button></form>"#,
-                    id = esc(&c.gateway),
-                    reason = esc(w(lang, "reason")),
-                    revoke = esc(w(lang, "revoke")),
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                r#"<tr><th scope="row">{gw}</th><td>{site}</td><td><code>{fp}</code></td><td>{exp}</td><td>{state}</td><td>{action}</td></tr>"#,
-                gw = esc(&c.gateway),
-                site = esc(&c.site),
-                fp = esc(&c.fingerprint[..16.min(c.fingerprint.len())]),
-                exp = esc(&trygg_uplink::enroll::utc_text(c.not_after_ms)),
-                state = esc(&cert_state(lang, c, now)),
-            )
-        })
-        .collect();
-    let table = if certs.is_empty() {
-        format!("<p>{}</p>", esc(w(lang, "none")))
-    } else {
-        format!(
-            r#"<table id="gateways-table"><caption>{cap}</caption><thead><tr><th scope="col">{gw}</th><th scope="col">{site}</th><th scope="col">{fp}</th><th scope="col">{exp}</th><th scope="col">{state}</th><th scope="col">{revoke}</th></tr></thead><tbody>{rows}</tbody></table>"#,
-            cap = esc(w(lang, "caption")),
-            gw = esc(w(lang, "gateway")),
-            site = esc(w(lang, "site")),
-            fp = esc(w(lang, "fingerprint")),
-            exp = esc(w(lang, "expires")),
-            state = esc(w(lang, "state")),
-            revoke = esc(w(lang, "revoke")),
-        )
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, nb, en)| if lang == Lang::Nb { *nb } else { *en })
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// Administrators and technicians.
+fn may_manage(who: &Who) -> bool {
+    matches!(who.principal.role, Role::Administrator | Role::Technician)
+}
+
+/// One gateway as the page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayRow {
+    pub gateway: String,
+    /// Devices heard from through it.
+    pub devices: Vec<String>,
+    pub settings: Option<GatewaySettingsRecord>,
+}
+
+async fn rows(s: &ConsoleState) -> Result<Vec<GatewayRow>, crate::store::StoreError> {
+    blocking(s.store(), |st| {
+        let mut by: BTreeMap<String, GatewayRow> = BTreeMap::new();
+        let row = |g: &str| GatewayRow {
+            gateway: g.to_string(),
+            devices: Vec::new(),
+            settings: None,
+        };
+        for (g, _) in st.gateways()? {
+            by.entry(g.clone()).or_insert_with(|| row(&g));
+        }
+        for d in st.devices()? {
+            if d.device == d.gateway {
+                continue;
+            }
+            by.entry(d.gateway.clone())
+                .or_insert_with(|| row(&d.gateway))
+                .devices
+                .push(d.device);
+        }
+        for r in st.all_gateway_settings()? {
+            let g = r.gateway.clone();
+            by.entry(g.clone()).or_insert_with(|| row(&g)).settings = Some(r);
+        }
+        for r in by.values_mut() {
+            r.devices.sort();
+            r.devices.dedup();
+        }
+        Ok(by.into_values().collect())
+    })
+    .await
+}
+
+fn num<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn number_input(id: &str, label: &str, value: &str, max: u64) -> String {
+    format!(
+        r#"<label for="{id}">{label}</label><input type="number" inputmode="numeric" min="0" max="{max}" id="{id}" name="{id}" value="{value}">"#,
+        id = esc(id),
+        label = esc(label),
+        value = esc(value),
+    )
+}
+
+fn state_line(lang: Lang, r: &GatewaySettingsRecord) -> String {
+    let state = match r.state.as_str() {
+        "applied" => w(lang, "applied"),
+        "refused" => w(lang, "refused"),
+        _ => w(lang, "pending"),
     };
-    let code_rows: String = codes
-        .iter()
-        .take(50)
-        .map(|c| {
-            let state = match c.used_ms {
-                Some(at) => format!("{} {}", w(lang, "used"), trygg_uplink::enroll::utc_text(at)),
-                None if c.expires_ms <= now => w(lang, "expired").to_string(),
-                None => w(lang, "open").to_string(),
-            };
-            format!(
-                r#"<tr><th scope="row">{gw}</th><td>{site}</td><td>{by}</td><td>{exp}</td><td>{state}</td></tr>"#,
-                gw = esc(&c.gateway),
-                site = esc(&c.site),
-                by = esc(&c.created_by),
-                exp = esc(&trygg_uplink::enroll::utc_text(c.expires_ms)),
-                state = esc(&state),
-            )
-        })
-        .collect();
-    let codes_table = if codes.is_empty() {
-        String::new()
-    } else {
-        format!(
-            r#"<table id="codes-table"><caption>{cap}</caption><thead><tr><th scope="col">{gw}</th><th scope="col">{site}</th><th scope="col">{by}</th><th scope="col">{exp}</th><th scope="col">{state}</th></tr></thead><tbody>{code_rows}</tbody></table>"#,
-            cap = esc(w(lang, "codes_caption")),
-            gw = esc(w(lang, "gateway")),
-            site = esc(w(lang, "site")),
-            by = esc(w(lang, "made_by")),
-            exp = esc(w(lang, "expires")),
-            state = esc(w(lang, "state")),
-        )
-    };
-    let made = made
-        .map(|m| {
-            format!(
-                r#"<div id="code-made" role="status"><p>{intro} <strong>{gw}</strong>, {until} {exp}:</p><p class="code"><code id="enroll-code">{code}</code></p><p>{hint}</p></div>"#,
-                intro = esc(w(lang, "code_made")),
-                gw = esc(&m.gateway),
-                until = esc(w(lang, "code_until")),
-                exp = esc(&trygg_uplink::enroll::utc_text(m.expires_ms)),
-                code = esc(&m.code),
-                hint = esc(w(lang, "code_hint")),
-            )
-        })
-        .unwrap_or_default();
-    let error = error
-        .map(|e| {
-            format!(
-                r#"<p class="error" id="admin-error" role="alert">{} {}</p>"#,
-                esc(w(lang, "error_intro")),
-                esc(e)
-            )
-        })
-        .unwrap_or_default();
-    let revoked = revoked
-        .map(|g| {
-            format!(
-                r#"<p id="admin-flash" role="status">{} <strong>{}</strong></p>"#,
-                esc(w(lang, "revoked_flash")),
-                esc(g)
-            )
-        })
+    let error = r
+        .error
+        .as_deref()
+        .map(|e| format!(r#": <span class="gateway-error">{}</span>"#, esc(e)))
         .unwrap_or_default();
     format!(
-        r#"<h1>{title}</h1>{revoked}{made}{table}
-<h2 id="new-code-heading">{new_code}</h2>{error}
-<form method="post" action="/admin/gateways" id="code-form" aria-labelledby="new-code-heading">
-<input type="hidden" name="csrf" value="{csrf}">
-<label for="gateway">{gw}</label><input type="text" id="gateway" name="gateway" required aria-required="true" maxlength="64" autocomplete="off">
-<label for="site">{site}</label><input type="text" id="site" name="site" required aria-required="true" maxlength="200" autocomplete="off">
-<label for="valid_h">{valid_h}</label><input type="number" id="valid_h" name="valid_h" value="24" min="1" max="720">
-<p><button type="submit" id="make-code-button">{make}</button></p>
-</form>{codes_table}"#,
-        title = esc(w(lang, "title")),
-        new_code = esc(w(lang, "new_code")),
-        gw = esc(w(lang, "gateway")),
-        site = esc(w(lang, "site")),
-        valid_h = esc(w(lang, "valid_h")),
-        make = esc(w(lang, "make_code")),
+        r#"<p class="gateway-state state-{cls}" role="status">{version} {n}: <strong>{state}</strong>{error} ({set_by} {by}, {at})</p>"#,
+        cls = esc(&r.state),
+        version = esc(w(lang, "version")),
+        n = r.version,
+        state = esc(state),
+        set_by = esc(w(lang, "set_by")),
+        by = esc(&r.set_by),
+        at = time_tag(r.set_ms),
     )
+}
+
+/// The form for `row`, filled from `form` (a refused submission) or the
+/// current settings.
+fn gateway_form(lang: Lang, who: &Who, row: &GatewayRow, form: Option<&FormData>) -> String {
+    let current = row.settings.as_ref().map(|r| &r.settings);
+    let value = |name: &str, now: String| -> String {
+        match form {
+            Some(f) => f.get(name).unwrap_or("").to_string(),
+            None => now,
+        }
+    };
+    let gw = esc(&row.gateway);
+    let mut fields = number_input(
+        "heartbeat_s",
+        w(lang, "heartbeat"),
+        &value("heartbeat_s", num(current.and_then(|c| c.heartbeat_s))),
+        3600,
+    );
+    let mut periods = String::new();
+    for (name, _, _) in TYPES {
+        let id = format!("period_{name}");
+        periods.push_str(&number_input(
+            &id,
+            &type_label(lang, name),
+            &value(
+                &id,
+                num(current.and_then(|c| c.supervision_periods_s.get(*name).copied())),
+            ),
+            604_800,
+        ));
+    }
+    fields.push_str(&format!(
+        r#"<fieldset><legend>{}</legend>{periods}</fieldset>"#,
+        esc(w(lang, "periods"))
+    ));
+    let mut devices = String::new();
+    for d in &row.devices {
+        let now = current
+            .and_then(|c| c.devices.get(d))
+            .copied()
+            .unwrap_or_default();
+        let mut inner = String::new();
+        for (suffix, key, v, max) in [
+            (
+                "supervision_s",
+                "dev_supervision",
+                num(now.supervision_s),
+                604_800,
+            ),
+            ("heartbeat_s", "dev_heartbeat", num(now.heartbeat_s), 86_400),
+            ("pre_alarm_s", "dev_pre_alarm", num(now.pre_alarm_s), 60),
+        ] {
+            let id = format!("dev.{d}.{suffix}");
+            inner.push_str(&number_input(
+                &id,
+                &format!("{d}: {}", w(lang, key)),
+                &value(&id, v),
+                max,
+            ));
+        }
+        devices.push_str(&format!(
+            r#"<fieldset class="device-settings"><legend>{}</legend>{inner}</fieldset>"#,
+            esc(d)
+        ));
+    }
+    if !devices.is_empty() {
+        fields.push_str(&format!(r#"<h3>{}</h3>{devices}"#, esc(w(lang, "devices"))));
+    }
+    format!(
+        r#"<form method="post" action="/gateways/{gw}/settings" class="gateway-form" id="gateway-form-{gw}"><input type="hidden" name="csrf" value="{csrf}">{fields}<p><button type="submit" class="gateway-save">{save}<span class="visually-hidden"> ({gw})</span></button></p></form>"#,
+        csrf = esc(&who.principal.csrf),
+        save = esc(w(lang, "save")),
+    )
+}
+
+fn html(
+    lang: Lang,
+    who: &Who,
+    rows: &[GatewayRow],
+    refused: Option<(&str, &FormData, &str)>,
+    saved: Option<(&str, &str)>,
+) -> String {
+    let mut body = format!(
+        r#"<h1 id="gateways-title">{}</h1><p>{}</p>"#,
+        esc(w(lang, "title")),
+        esc(w(lang, "intro"))
+    );
+    if let Some((gw, version)) = saved {
+        body.push_str(&format!(
+            r#"<p id="gateways-flash" role="status">{gw}: {} {}</p>"#,
+            esc(w(lang, "saved")),
+            esc(version),
+            gw = esc(gw),
+        ));
+    }
+    if rows.is_empty() {
+        body.push_str(&format!(
+            r#"<p id="no-gateways">{}</p>"#,
+            esc(w(lang, "none"))
+        ));
+        return body;
+    }
+    for row in rows {
+        let state = match &row.settings {
+            Some(r) => state_line(lang, r),
+            None => format!(
+                r#"<p class="gateway-state state-none">{}</p>"#,
+                esc(w(lang, "no_version"))
+            ),
+        };
+        let (error, form) = match refused {
+            Some((gw, form, message)) if gw == row.gateway => (
+                format!(
+                    r#"<p class="error" id="gateways-error" role="alert">{} {}</p>"#,
+                    esc(w(lang, "error_intro")),
+                    esc(message)
+                ),
+                Some(form),
+            ),
+            _ => (String::new(), None),
+        };
+        body.push_str(&format!(
+            r#"<section class="gateway" id="gateway-{gw}" aria-labelledby="gateway-{gw}-title"><h2 id="gateway-{gw}-title">{gw}</h2>{state}{error}{form}</section>"#,
+            gw = esc(&row.gateway),
+            form = gateway_form(lang, who, row, form),
+        ));
+    }
+    body
+}
+
+/// The settings a submitted form asks for, or what is wrong with it.
+fn settings_from(
+    lang: Lang,
+    form: &FormData,
+    devices: &[String],
+) -> Result<GatewaySettings, String> {
+    fn parse<T: std::str::FromStr>(
+        lang: Lang,
+        form: &FormData,
+        name: &str,
+        label: &str,
+    ) -> Result<Option<T>, String> {
+        let v = form.get(name).unwrap_or("").trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| format!("{label}: {}", w(lang, "not_number")))
+    }
+    let mut s = GatewaySettings {
+        heartbeat_s: parse(lang, form, "heartbeat_s", w(lang, "heartbeat"))?,
+        ..Default::default()
+    };
+    for (name, _, _) in TYPES {
+        if let Some(v) = parse(
+            lang,
+            form,
+            &format!("period_{name}"),
+            &type_label(lang, name),
+        )? {
+            s.supervision_periods_s.insert(name.to_string(), v);
+        }
+    }
+    for d in devices {
+        let ds = DeviceSettings {
+            supervision_s: parse(lang, form, &format!("dev.{d}.supervision_s"), d)?,
+            heartbeat_s: parse(lang, form, &format!("dev.{d}.heartbeat_s"), d)?,
+            pre_alarm_s: parse(lang, form, &format!("dev.{d}.pre_alarm_s"), d)?,
+        };
+        if ds != DeviceSettings::default() {
+            s.devices.insert(d.clone(), ds);
+        }
+    }
+    s.check()?;
+    Ok(s)
 }
 
 async fn respond(
     s: &ConsoleState,
     who: &Who,
     status: StatusCode,
-    made: Option<&Made>,
-    error: Option<&str>,
-    revoked: Option<&String>,
+    refused: Option<(&str, &FormData, &str)>,
+    saved: Option<(&str, &str)>,
 ) -> Response {
-    let lists = blocking(s.store(), |st| {
-        Ok((st.gateway_certs()?, st.enroll_codes()?))
-    })
-    .await;
-    let (certs, codes) = match lists {
-        Ok(l) => l,
-        Err(e) => return store_failed(e, who.lang(), false),
-    };
     let lang = who.lang();
-    let body = gateways_html(lang, who, &certs, &codes, made, error, revoked);
-    page(
-        status,
-        layout(
-            lang,
-            Some(&who.principal),
-            w(lang, "title"),
-            "admin",
-            &body,
-            None,
+    match rows(s).await {
+        Ok(rows) => page(
+            status,
+            layout(
+                lang,
+                Some(&who.principal),
+                w(lang, "title"),
+                "gateways",
+                &html(lang, who, &rows, refused, saved),
+                None,
+            ),
         ),
-    )
+        Err(e) => store_failed(e, lang, false),
+    }
 }
 
 async fn gateways_page(
     State(s): State<ConsoleState>,
     who: PageUser,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Some(r) = allowed(&s, &who, "admin/gateways").await {
-        return r;
+    if !may_manage(&who) {
+        return denied(&s, &who, "gateways", false).await;
     }
-    respond(&s, &who, StatusCode::OK, None, None, q.get("revoked")).await
+    let saved = match (q.get("saved"), q.get("version")) {
+        (Some(g), Some(v)) => Some((g.as_str(), v.as_str())),
+        _ => None,
+    };
+    respond(&s, &who, StatusCode::OK, None, saved).await
 }
 
-async fn create_code(
+async fn set_settings(
     State(s): State<ConsoleState>,
     who: PageUser,
+    Path(gateway): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Some(r) = allowed(&s, &who, "admin/gateways").await {
-        return r;
+    let target = format!("gateway/{gateway}");
+    if !may_manage(&who) {
+        return denied(&s, &who, &target, false).await;
     }
     let form = match FormData::from_body(body) {
         Ok(f) => f,
         Err(e) => return super::pages::form_refused(e, who.lang(), Some(&who.principal)),
     };
     if !who.csrf_ok(form.get("csrf")) {
-        return csrf_refused(&s, &who, "admin/gateways", false).await;
+        return csrf_refused(&s, &who, &target, false).await;
     }
     let lang = who.lang();
-    let gateway = form.get("gateway").unwrap_or("").trim().to_string();
-    let site = form.get("site").unwrap_or("").trim().to_string();
-    let valid_h: Option<u64> = form
-        .get("valid_h")
-        .unwrap_or("24")
-        .trim()
-        .parse()
-        .ok()
-        .filter(|h| (1..=720).contains(h));
-    let Some(valid_h) = valid_h else {
-        return respond(
-            &s,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(w(lang, "err_valid")),
-            None,
-        )
-        .await;
+    let known = match rows(&s).await {
+        Ok(r) => r.into_iter().find(|r| r.gateway == gateway),
+        Err(e) => return store_failed(e, lang, false),
     };
-    let (actor, remote) = (who.principal.username.clone(), who.remote.clone());
-    let (g, st) = (gateway.clone(), site.clone());
-    let made = blocking(s.store(), move |store| {
-        Ok(store.create_enroll_code(&g, &st, valid_h * 3_600_000, &actor, &remote, now_ms()))
-    })
-    .await;
-    match made {
-        Ok(Ok((code, record))) => {
-            tracing::info!(gateway = %record.gateway, site = %record.site, by = %record.created_by, "enrollment code made in the console");
-            let made = Made {
-                code,
-                gateway: record.gateway,
-                expires_ms: record.expires_ms,
-            };
-            respond(&s, &who, StatusCode::CREATED, Some(&made), None, None).await
+    let Some(row) = known else {
+        return super::html::message_page(
+            StatusCode::NOT_FOUND,
+            lang,
+            Some(&who.principal),
+            super::t(lang, "not_found_title"),
+            super::t(lang, "error_not_found"),
+        );
+    };
+    let settings = match settings_from(lang, &form, &row.devices) {
+        Ok(s) => s,
+        Err(message) => {
+            return respond(
+                &s,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some((&gateway, &form, &message)),
+                None,
+            )
+            .await
         }
-        Ok(Err(CodeError::Store(e))) | Err(e) => store_failed(e, lang, false),
-        Ok(Err(e)) => {
-            let key = match e {
-                CodeError::BadGateway(_) | CodeError::Reserved => "err_gateway",
-                CodeError::BadSite => "err_site",
-                _ => "err_valid",
-            };
+    };
+    match crate::api::set_gateway_settings(
+        &s.app,
+        &gateway,
+        settings,
+        &who.principal.username,
+        &who.remote,
+    )
+    .await
+    {
+        Ok(record) => Redirect::to(&format!(
+            "/gateways?saved={}&version={}#gateway-{}",
+            gateway, record.version, gateway
+        ))
+        .into_response(),
+        Err(e) => {
+            let message = e.message().to_string();
             respond(
                 &s,
                 &who,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(w(lang, key)),
+                Some((&gateway, &form, &message)),
                 None,
             )
             .await
@@ -343,59 +469,13 @@ async fn create_code(
     }
 }
 
-async fn revoke(
-    State(s): State<ConsoleState>,
-    who: PageUser,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Some(r) = allowed(&s, &who, &format!("gateway/{id}")).await {
-        return r;
+async fn gateways_json(State(s): State<ConsoleState>, who: ApiUser) -> Response {
+    if !may_manage(&who) {
+        return denied(&s, &who, "gateways", true).await;
     }
-    let form = match FormData::from_body(body) {
-        Ok(f) => f,
-        Err(e) => return super::pages::form_refused(e, who.lang(), Some(&who.principal)),
-    };
-    if !who.csrf_ok(form.get("csrf")) {
-        return csrf_refused(&s, &who, &format!("gateway/{id}"), false).await;
-    }
-    let lang = who.lang();
-    let reason = form.get("reason").unwrap_or("").trim().to_string();
-    if reason.is_empty() || reason.chars().count() > 200 {
-        return respond(
-            &s,
-            &who,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            None,
-            Some(w(lang, "err_reason")),
-            None,
-        )
-        .await;
-    }
-    let (actor, remote, gw) = (
-        who.principal.username.clone(),
-        who.remote.clone(),
-        id.clone(),
-    );
-    match blocking(s.store(), move |st| {
-        st.revoke_gateway(&gw, &actor, &reason, &remote, now_ms())
-    })
-    .await
-    {
-        Ok(n) => {
-            tracing::warn!(gateway = %id, revoked = n, by = %who.principal.username, "gateway revoked in the console");
-            let encoded: String = id
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            Redirect::to(&format!("/admin/gateways?revoked={encoded}")).into_response()
-        }
-        Err(e) => store_failed(e, lang, false),
+    match rows(&s).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => store_failed(e, who.lang(), true),
     }
 }
 
@@ -403,14 +483,37 @@ async fn revoke(
 mod tests {
     use super::*;
 
+    fn form(pairs: &[(&str, &str)]) -> FormData {
+        FormData(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     #[test]
-    fn every_word_has_both_languages_and_keys_are_unique() {
-        let mut keys: Vec<_> = WORDS.iter().map(|(k, _, _)| *k).collect();
-        keys.sort();
-        keys.dedup();
-        assert_eq!(keys.len(), WORDS.len());
-        assert!(WORDS
-            .iter()
-            .all(|(_, nb, en)| !nb.is_empty() && !en.is_empty()));
+    fn a_form_becomes_settings_and_empty_fields_are_left_out() {
+        let devices = vec!["button-1".to_string(), "door-1".to_string()];
+        let f = form(&[
+            ("heartbeat_s", ""),
+            ("period_safety_button", "600"),
+            ("dev.button-1.pre_alarm_s", "10"),
+            ("dev.door-1.supervision_s", ""),
+        ]);
+        let s = settings_from(Lang::En, &f, &devices).unwrap();
+        assert_eq!(s.heartbeat_s, None);
+        assert_eq!(s.supervision_periods_s["safety_button"], 600);
+        assert_eq!(s.devices["button-1"].pre_alarm_s, Some(10));
+        assert!(!s.devices.contains_key("door-1"));
+        let e = settings_from(Lang::Nb, &form(&[("heartbeat_s", "ti")]), &devices).unwrap_err();
+        assert!(e.contains("helt tall"), "{e}");
+        let e = settings_from(
+            Lang::En,
+            &form(&[("dev.button-1.pre_alarm_s", "61")]),
+            &devices,
+        )
+        .unwrap_err();
+        assert!(e.contains("pre_alarm_s"), "{e}");
     }
 }

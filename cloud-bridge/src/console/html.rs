@@ -118,6 +118,15 @@ pub fn layout(
             esc(t(lang, "nav_devices")),
             esc(t(lang, "nav_benefits"))
         );
+        if matches!(
+            p.role,
+            crate::access::Role::Administrator | crate::access::Role::Technician
+        ) {
+            nav.push_str(&format!(
+                r#"<li><a href="/gateways">{}</a></li>"#,
+                esc(t(lang, "nav_gateways"))
+            ));
+        }
         if p.is_admin() {
             nav.push_str(&format!(
                 r#"<li><a href="/admin/users">{}</a></li><li><a href="/admin/residents">{}</a></li><li><a href="/admin/audit">{}</a></li>"#,
@@ -128,8 +137,8 @@ pub fn layout(
         }
         if p.is_admin() || p.role == crate::access::Role::Technician {
             nav.push_str(&format!(
-                r#"<li><a href="/admin/gateways">{}</a></li>"#,
-                esc(t(lang, "nav_gateways"))
+                r#"<li><a href="/admin/enrollment">{}</a></li>"#,
+                esc(t(lang, "nav_enrollment"))
             ));
         }
         header.push_str(&format!(
