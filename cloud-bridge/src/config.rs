@@ -112,6 +112,10 @@ pub struct EnrollmentConfig {
     pub ca_key: Option<PathBuf>,
     /// How long a gateway's certificate is valid.
     pub cert_valid_days: u64,
+    /// Where the bridge keeps a CRL of the gateway CA (for an external
+    /// broker); else `{data_dir}/gateway-ca/crl.pem`.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

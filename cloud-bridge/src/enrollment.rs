@@ -320,6 +320,102 @@ impl GatewayCa {
     }
 }
 
+/// How long a CRL the bridge writes is valid; it writes a new one at least
+/// daily, so a broker that checks it never sees it run out.
+pub const CRL_VALID_MS: u64 = 7 * 24 * 3600 * 1000;
+
+impl GatewayCa {
+    /// A CRL (PEM) signed by this CA naming every revoked certificate in
+    /// `certs`: what an external broker (Mosquitto's `crlfile`) checks.
+    pub fn crl_pem(&self, certs: &[GatewayCert], now_ms: u64) -> Result<String, rcgen::Error> {
+        let revoked_certs = certs
+            .iter()
+            .filter_map(|c| {
+                let r = c.revoked.as_ref()?;
+                let serial: Vec<u8> = (0..c.serial.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(c.serial.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect();
+                Some(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&serial),
+                    revocation_time: at(r.at_ms),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: at(now_ms.saturating_sub(60_000)),
+            next_update: at(now_ms + CRL_VALID_MS),
+            crl_number: rcgen::SerialNumber::from(now_ms),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer)?.pem()
+    }
+}
+
+/// Keeps `path` holding a current CRL of the gateway CA: at start, within
+/// `every` of a revocation (however it was made: CLI, API, console,
+/// decommission), and at least daily. Written whole and renamed into
+/// place. Runs until `cancel`.
+pub async fn keep_crl(
+    store: Store,
+    ca: Arc<GatewayCa>,
+    path: PathBuf,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut written: Option<(Vec<String>, u64)> = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::store::now_ms();
+        let store = store.clone();
+        let certs = match tokio::task::spawn_blocking(move || store.gateway_certs()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the certificates for the CRL");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let revoked: Vec<String> = certs
+            .iter()
+            .filter(|c| c.revoked.is_some())
+            .map(|c| c.serial.clone())
+            .collect();
+        let fresh = written
+            .as_ref()
+            .is_some_and(|(r, at)| *r == revoked && now.saturating_sub(*at) < 24 * 3600 * 1000);
+        if fresh {
+            continue;
+        }
+        let result = ca
+            .crl_pem(&certs, now)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, pem)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
+        match result {
+            Ok(()) => {
+                tracing::info!(crl = %path.display(), revoked = revoked.len(), "gateway CRL written (reload an external broker that reads it)");
+                written = Some((revoked, now));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot write the gateway CRL"),
+        }
+    }
+}
+
 /// A certificate just issued.
 pub struct Issued {
     pub pem: String,
@@ -1065,6 +1161,42 @@ mod tests {
             s.redeem_enroll_code(&request("gw-1", &open), &ca, "x", 5000),
             Err(RedeemError::Expired(_))
         ));
+    }
+
+    #[test]
+    fn the_crl_names_the_revoked_serials_and_is_signed_by_the_ca() {
+        let (_d, s, ca) = setup();
+        let (code, _) = s
+            .create_enroll_code("gw-1", "Frogner 12", 60_000, "kari", "", 1000)
+            .unwrap();
+        let (_, cert) = s
+            .redeem_enroll_code(&request("gw-1", &code), &ca, "x", 2000)
+            .unwrap();
+        let (code, _) = s
+            .create_enroll_code("gw-2", "Frogner 14", 60_000, "kari", "", 1000)
+            .unwrap();
+        s.redeem_enroll_code(&request("gw-2", &code), &ca, "x", 2000)
+            .unwrap();
+        s.revoke_gateway("gw-1", "admin", "stolen", "", 3000)
+            .unwrap();
+        let now = crate::store::now_ms();
+        let pem = ca.crl_pem(&s.gateway_certs().unwrap(), now).unwrap();
+        let der = rustls_pemfile::crls(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        use x509_parser::prelude::FromDer;
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        assert_eq!(serials, [cert.serial]);
+        let ca_der = trygg_uplink::enroll::first_certificate(ca.cert_pem.as_bytes()).unwrap();
+        let (_, ca_x509) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        crl.verify_signature(ca_x509.public_key()).unwrap();
+        assert!(crl.next_update().unwrap().timestamp() as u64 > now / 1000 + 6 * 86_400);
     }
 
     #[test]

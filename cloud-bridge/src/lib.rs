@@ -409,6 +409,20 @@ pub async fn run(
         task
     };
 
+    // A CRL of the gateway CA for an external broker, kept current.
+    let crl_file = config
+        .enrollment
+        .crl_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("gateway-ca").join("crl.pem"));
+    let crl_keeper = tokio::spawn(enrollment::keep_crl(
+        app_state_store.clone(),
+        gateway_ca.clone(),
+        crl_file,
+        std::time::Duration::from_secs(5),
+        cancel.clone(),
+    ));
+
     // Enrollment: HTTPS with the server certificate gateways trust.
     let enroll_tcp = tokio::net::TcpListener::bind(e.listen)
         .await
@@ -545,6 +559,7 @@ pub async fn run(
     // ends: the reporter is stopped, not awaited.
     reporter.abort();
     let _ = reporter.await;
+    let _ = crl_keeper.await;
     // The broker's verifier lets go of the store before the writer's last
     // commit; every client is refused from now on.
     drop(_release_store);

@@ -496,6 +496,17 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// SIGHUP: Mosquitto reads its config again (and its TLS files and
+    /// CRL).
+    pub fn reload(&self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -861,15 +861,23 @@ async fn with_mosquitto_at_the_backend_the_documented_mtls_setup_holds() {
         trygg_bridge::enrollment::GatewayCa::load_or_create(&data.join("gateway-ca"), 730).unwrap();
     let acl = dir.path().join("trygg.acl");
     std::fs::write(&acl, MOSQUITTO_ACL).unwrap();
+    // Mosquitto needs the CRL at start; the bridge keeps it current.
+    let crl = data.join("gateway-ca/crl.pem");
+    std::fs::write(
+        &crl,
+        ca.crl_pem(&[], trygg_bridge::store::now_ms()).unwrap(),
+    )
+    .unwrap();
     let conf = |port: u16| {
         format!(
             "per_listener_settings false\nallow_anonymous false\npersistence false\nuser root\n\
              acl_file {}\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\ncafile {}\n\
-             require_certificate true\nuse_identity_as_username true\n",
+             require_certificate true\nuse_identity_as_username true\ncrlfile {}\n",
             acl.display(),
             pki.server_cert.display(),
             pki.server_key.display(),
-            ca.cert_file.display()
+            ca.cert_file.display(),
+            crl.display()
         )
     };
     let mosquitto = Mosquitto::start_with(conf).unwrap_or_else(|e| panic!("{e}"));
@@ -955,6 +963,46 @@ async fn with_mosquitto_at_the_backend_the_documented_mtls_setup_holds() {
         backend.api.events("button-b").await.is_empty(),
         "Mosquitto's ACL kept gw-a out of gw-b's topic"
     );
+
+    // Revoked: the bridge writes the CRL, Mosquitto reloads it, and the
+    // gateway is refused at its next connection.
+    let before = std::fs::read_to_string(&crl).unwrap();
+    let (status, _) = backend
+        .api
+        .post(
+            "/api/v1/gateways/gw-demo-1/revoke",
+            serde_json::json!({"by": "test", "reason": "kit stolen"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(15), "the CRL rewritten", || {
+        let (crl, before) = (crl.clone(), before.clone());
+        async move { (std::fs::read_to_string(&crl).ok()? != before).then_some(()) }
+    })
+    .await;
+    mosquitto.reload();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = gateway_config(
+        &dir.path().join("gateway"),
+        &backend.ready.broker,
+        &backend.ready.ca_file,
+    );
+    drop(button);
+    gateway.stop.cancel();
+    let _ = gateway.task.await;
+    let gateway = start_gateway(config).await;
+    eventually(
+        Duration::from_secs(15),
+        "the gateway refused by Mosquitto",
+        || {
+            let api = gateway.local_api.clone();
+            async move {
+                let s = api.get("/api/v1/status").await;
+                (s["identity"]["state"] == "certificate_refused").then_some(())
+            }
+        },
+    )
+    .await;
     gateway.stop.cancel();
     let _ = gateway.task.await;
     drop(mosquitto);
