@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 /// New config:   trygg-gateway config generate > gateway.toml
 /// Devices:      trygg-gateway --config gateway.toml device list
 /// Test alarm:   trygg-gateway --config gateway.toml test-alarm --device button-1
+/// Technicians:  trygg-gateway --config gateway.toml technician add kari.tekniker
 /// End service:  trygg-gateway --config gateway.toml decommission
 /// Try it all:   trygg-sim demo   (backend, gateway and a simulated home)
 #[derive(Parser)]
@@ -147,6 +148,59 @@ enum Command {
         #[command(flatten)]
         out: ApiArgs,
     },
+    /// Technician accounts for the gateway's web page (`[technician]`).
+    ///
+    /// The accounts live on this gateway only, in data_dir/technicians.json
+    /// (argon2id hashes, never a password), and work whether the gateway
+    /// runs or not: a running gateway reads the file at every login and
+    /// request, so a removed account or changed password ends that
+    /// technician's sessions at once. Every change is logged in
+    /// data_dir/technician-audit.log.
+    ///
+    /// The page: https://<gateway's address>:8443/ (`[technician] listen`).
+    /// The browser warns about the gateway's own certificate: compare the
+    /// SHA-256 fingerprint it shows with `technician fingerprint`.
+    ///
+    /// Examples:
+    ///   trygg-gateway -c /etc/trygg/gateway.toml technician add kari.tekniker
+    ///   echo "$PASSWORD" | trygg-gateway -c /etc/trygg/gateway.toml technician add kari.tekniker --password-stdin
+    ///   trygg-gateway -c /etc/trygg/gateway.toml technician list
+    ///   trygg-gateway -c /etc/trygg/gateway.toml technician passwd kari.tekniker
+    ///   trygg-gateway -c /etc/trygg/gateway.toml technician remove kari.tekniker
+    ///   trygg-gateway -c /etc/trygg/gateway.toml technician fingerprint
+    #[command(verbatim_doc_comment)]
+    Technician {
+        #[command(subcommand)]
+        action: TechnicianAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TechnicianAction {
+    /// Make an account. The password (at least 10 characters) is asked
+    /// twice on the terminal, hidden, or read as one line from stdin with
+    /// --password-stdin (for scripts).
+    Add {
+        /// 1-64 of a-z 0-9 . _ - (e.g. kari.tekniker; a work id is fine).
+        username: String,
+        /// Read the password as one line from stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// The accounts, with when each was made and its password last changed.
+    List,
+    /// Delete an account; its sessions end at their next request.
+    Remove { username: String },
+    /// Set a new password; the account's sessions end at their next request.
+    Passwd {
+        username: String,
+        /// Read the password as one line from stdin instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print the SHA-256 fingerprint of the page's certificate (made on
+    /// first start), to compare with what the phone's browser shows.
+    Fingerprint,
 }
 
 #[derive(clap::Args)]
@@ -190,16 +244,64 @@ enum DeviceAction {
         /// supervision off.
         #[arg(long)]
         supervision_s: Option<u64>,
+        /// The device's key (its MQTT password), from its label. Left out,
+        /// the gateway generates one and prints it once: load it into the
+        /// device.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Replace a device: every setting (type, room, resident, supervision
     /// period) moves to NEW_ID in one step; OLD_ID is refused from then on.
+    /// The replacement gets its own key (--key, or one generated and
+    /// printed once).
     ///
     /// Example:
-    ///   trygg-gateway device swap button-2 button-9
+    ///   trygg-gateway device swap button-2 button-9 --key K7P2-9XQ4-...
     #[command(verbatim_doc_comment)]
-    Swap { old_id: String, new_id: String },
-    /// Unpair a device: its events get `rejected` (unknown_device) from now on.
+    Swap {
+        old_id: String,
+        new_id: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Give a paired device a new key (the old one stops working at its
+    /// next connect).
+    Rekey {
+        id: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Unpair a device: it cannot connect, and its events get `rejected`
+    /// (unknown_device), from now on.
     Remove { id: String },
+    /// Unknown devices asking to join (first contact, embedded broker).
+    Pending,
+    /// Accept a device asking to join: it is paired with the key it
+    /// presented, and the events it kept are taken.
+    ///
+    /// Example:
+    ///   trygg-gateway device accept button-5 --type safety_button --room hall --resident r-7f3a
+    #[command(verbatim_doc_comment)]
+    Accept {
+        id: String,
+        #[arg(long = "type")]
+        device_type: String,
+        #[arg(long)]
+        room: Option<String>,
+        #[arg(long)]
+        resident: Option<String>,
+        #[arg(long)]
+        supervision_s: Option<u64>,
+    },
+    /// Reject a device asking to join (it may ask again).
+    Reject { id: String },
+    /// Let unknown devices ask to join for a while, even with
+    /// `first_contact = false` (embedded broker).
+    PairingWindow {
+        /// How long, 1 to 60.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,18 +392,44 @@ pub fn main() -> anyhow::Result<()> {
                     room,
                     resident,
                     supervision_s,
+                    key,
                 } => DeviceAsk::Add(serde_json::json!({
                     "id": id,
                     "type": device_type,
                     "room": room,
                     "resident": resident,
                     "supervision_s": supervision_s,
+                    "key": key,
                 })),
-                DeviceAction::Swap { old_id, new_id } => DeviceAsk::Swap {
+                DeviceAction::Swap {
+                    old_id,
+                    new_id,
+                    key,
+                } => DeviceAsk::Swap {
                     old: old_id,
                     new_id,
+                    key,
                 },
+                DeviceAction::Rekey { id, key } => DeviceAsk::Rekey { id, key },
                 DeviceAction::Remove { id } => DeviceAsk::Remove(id),
+                DeviceAction::Pending => DeviceAsk::Pending,
+                DeviceAction::Accept {
+                    id,
+                    device_type,
+                    room,
+                    resident,
+                    supervision_s,
+                } => DeviceAsk::Accept {
+                    id,
+                    settings: serde_json::json!({
+                        "type": device_type,
+                        "room": room,
+                        "resident": resident,
+                        "supervision_s": supervision_s,
+                    }),
+                },
+                DeviceAction::Reject { id } => DeviceAsk::Reject(id),
+                DeviceAction::PairingWindow { minutes } => DeviceAsk::PairingWindow(minutes),
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -395,6 +523,10 @@ pub fn main() -> anyhow::Result<()> {
                 },
             ))
         }
+        Command::Technician { action } => {
+            let config = load(&cli.config)?;
+            exit_on_error(technician_command(&config, action))
+        }
         Command::Run => {
             let config = load(&cli.config)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -402,8 +534,17 @@ pub fn main() -> anyhow::Result<()> {
                 let (tx, rx) = tokio::sync::oneshot::channel::<crate::Ready>();
                 let printer = tokio::spawn(async move {
                     if let Ok(r) = rx.await {
+                        let technician = r
+                            .technician
+                            .map(|t| {
+                                format!(
+                                    " technician=https://{} fingerprint=SHA256:{}",
+                                    t.addr, t.fingerprint
+                                )
+                            })
+                            .unwrap_or_default();
                         println!(
-                            "trygg-gateway ready: device-broker={} local-api=http://{}",
+                            "trygg-gateway ready: device-broker={} local-api=http://{}{technician}",
                             r.device_broker, r.local_api
                         );
                     }
@@ -415,4 +556,164 @@ pub fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn read_new_password(from_stdin: bool) -> anyhow::Result<String> {
+    use crate::technician::accounts::{AccountError, MIN_PASSWORD};
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        let password = line.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            anyhow::bail!("no password on stdin (--password-stdin reads one line)");
+        }
+        return Ok(password);
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "stdin is not a terminal, so the password cannot be asked for: give it as one \
+             line on stdin with --password-stdin"
+        );
+    }
+    let no_tty = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot ask for the password on a terminal ({e}); give it as one line on stdin \
+             with --password-stdin"
+        )
+    };
+    let first = rpassword::prompt_password(format!(
+        "New password (at least {MIN_PASSWORD} characters): "
+    ))
+    .map_err(no_tty)?;
+    if first.chars().count() < MIN_PASSWORD {
+        return Err(AccountError::WeakPassword.into());
+    }
+    let second = rpassword::prompt_password("The same password again: ").map_err(no_tty)?;
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+fn technician_command(config: &Config, action: TechnicianAction) -> anyhow::Result<()> {
+    use crate::technician::accounts::{audit, AccountsFile, AuditLine};
+    let file = AccountsFile::in_dir(&config.data_dir);
+    let now = crate::service::now_ms();
+    let record = |action: &str, target: &str| {
+        tracing::info!(%action, technician = %target, "technician account changed");
+        audit(
+            &config.data_dir,
+            &AuditLine {
+                at_ms: now,
+                who: "cli".into(),
+                action: action.into(),
+                target: target.into(),
+                outcome: "ok".into(),
+                remote: String::new(),
+            },
+        );
+    };
+    match action {
+        TechnicianAction::Add {
+            username,
+            password_stdin,
+        } => {
+            if !crate::technician::accounts::valid_username(&username) {
+                return Err(crate::technician::accounts::AccountError::BadUsername.into());
+            }
+            if file.load()?.get(&username).is_some() {
+                return Err(crate::technician::accounts::AccountError::Exists(username).into());
+            }
+            let password = read_new_password(password_stdin)?;
+            file.update(|a| a.add(&username, &password, now))?;
+            record("account_added", &username);
+            match config.technician.as_ref().map(|t| t.listen.port()) {
+                Some(0) => println!(
+                    "technician {username} added; log in at the technician= address the gateway prints when it starts"
+                ),
+                port => println!(
+                    "technician {username} added; log in at https://<this gateway's address>:{}/",
+                    port.unwrap_or(8443)
+                ),
+            }
+            if config.technician.is_none() {
+                println!("note: the page is off in this config: add [technician] listen = \"0.0.0.0:8443\"");
+            }
+        }
+        TechnicianAction::List => {
+            let accounts = file.load()?;
+            if accounts.technicians.is_empty() {
+                println!(
+                    "no technician accounts (add one with `trygg-gateway technician add NAME`)"
+                );
+            }
+            for t in &accounts.technicians {
+                println!(
+                    "{}  created {}  password changed {}",
+                    t.username,
+                    utc(t.created_ms),
+                    utc(t.changed_ms)
+                );
+            }
+        }
+        TechnicianAction::Remove { username } => {
+            file.update(|a| a.remove(&username))?;
+            record("account_removed", &username);
+            println!("technician {username} removed; their sessions end at their next request");
+        }
+        TechnicianAction::Passwd {
+            username,
+            password_stdin,
+        } => {
+            if file.load()?.get(&username).is_none() {
+                return Err(crate::technician::accounts::AccountError::NotFound(username).into());
+            }
+            let password = read_new_password(password_stdin)?;
+            file.update(|a| a.set_password(&username, &password, now))?;
+            record("password_changed", &username);
+            println!("password of {username} changed; their sessions end at their next request");
+        }
+        TechnicianAction::Fingerprint => {
+            let dir = crate::technician::tls::cert_dir(&config.data_dir);
+            let pem = std::fs::read(dir.join("cert.pem")).with_context(|| {
+                format!(
+                    "no certificate in {} yet: the gateway makes it when it first starts with [technician] configured",
+                    dir.display()
+                )
+            })?;
+            let der = rustls_pemfile::certs(&mut pem.as_slice())
+                .next()
+                .context("cert.pem holds no certificate")??;
+            println!(
+                "SHA256:{}",
+                crate::technician::tls::fingerprint(der.as_ref())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM UTC`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }

@@ -25,6 +25,9 @@ pub struct Config {
     #[serde(default)]
     pub supervision: Supervision,
     pub local_api: LocalApi,
+    /// The technicians' web page; without this section it is not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub technician: Option<TechnicianPage>,
     #[serde(default)]
     pub local_io: LocalIo,
     #[serde(default)]
@@ -57,6 +60,47 @@ pub struct LocalBroker {
     pub mode: BrokerMode,
     pub listen: SocketAddr,
     pub url: String,
+    /// Embedded broker: devices must connect with their id and key, and
+    /// may use only their own topics. `false` is for development only: the
+    /// gateway says so loudly, and refuses to listen beyond loopback
+    /// without it unless `allow_unauthenticated_beyond_loopback`.
+    #[serde(default = "yes")]
+    pub device_auth: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_unauthenticated_beyond_loopback: bool,
+    /// Embedded broker: an unknown device may connect with a key of its
+    /// choosing, confined to its own topics, and waits as a join request
+    /// (`trygg-gateway device pending`) until a technician accepts it; its
+    /// events are kept on the device until then. Mosquitto cannot do this.
+    #[serde(default = "yes")]
+    pub first_contact: bool,
+    /// External Mosquitto: the password and ACL files the gateway writes
+    /// from its register (mosquitto.conf's `password_file` and `acl_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_acl_file: Option<PathBuf>,
+    /// How to make Mosquitto reload them: SIGHUP to the pid in this file,
+    /// and/or this command (run with `sh -c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_pid_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mosquitto_reload_command: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl LocalBroker {
+    /// Whether the gateway writes Mosquitto's password and ACL files.
+    pub fn manages_mosquitto(&self) -> bool {
+        self.mode == BrokerMode::External && self.mosquitto_password_file.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -286,6 +330,28 @@ pub struct LocalApi {
     pub listen: SocketAddr,
 }
 
+/// The technicians' page and API on the home's network (`[technician]`),
+/// always over HTTPS with the gateway's own certificate.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TechnicianPage {
+    pub listen: SocketAddr,
+    /// A session ends after this many minutes without a request.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_min: u64,
+    /// A session ends this many hours after login, however busy.
+    #[serde(default = "default_session_max")]
+    pub session_max_h: u64,
+}
+
+fn default_session_idle() -> u64 {
+    30
+}
+
+fn default_session_max() -> u64 {
+    8
+}
+
 /// A device the gateway accepts events from.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +368,11 @@ pub struct Device {
     /// 0 turns supervision off for it.
     #[serde(default)]
     pub supervision_s: Option<u64>,
+    /// The hash of the device's key (its MQTT password), in Mosquitto's
+    /// `$7$` format (see [`crate::credentials`]); never the key itself.
+    /// A device without one cannot connect to a broker that checks keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
     /// Sent to the device on its `cfg` topic (retained): its heartbeat
     /// period, seconds. Usually set from the backend (config push).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +471,32 @@ impl Config {
                 ));
             }
         }
+        let b = &self.local_broker;
+        if b.mode == BrokerMode::Embedded
+            && !b.device_auth
+            && !b.listen.ip().is_loopback()
+            && !b.allow_unauthenticated_beyond_loopback
+        {
+            return Err(invalid(
+                "local_broker.device_auth",
+                "is false while the embedded broker listens beyond loopback: anyone on the network could send events as any device. Turn device_auth on, listen on 127.0.0.1, or (never in a home) set allow_unauthenticated_beyond_loopback = true",
+            ));
+        }
+        if b.mosquitto_password_file.is_some() != b.mosquitto_acl_file.is_some() {
+            return Err(invalid(
+                "local_broker.mosquitto_acl_file",
+                "mosquitto_password_file and mosquitto_acl_file go together: give both (see docs/operations.md, Mosquitto)",
+            ));
+        }
+        if b.mosquitto_password_file.is_some()
+            && b.mosquitto_pid_file.is_none()
+            && b.mosquitto_reload_command.is_none()
+        {
+            return Err(invalid(
+                "local_broker.mosquitto_pid_file",
+                "the gateway must be able to make Mosquitto reload its files: give mosquitto_pid_file (Mosquitto's pid_file) or mosquitto_reload_command (e.g. \"systemctl reload mosquitto\")",
+            ));
+        }
         let uplink =
             MqttUrl::parse(&self.uplink.url).map_err(|e| invalid("uplink.url", e.to_string()))?;
         if !uplink.tls {
@@ -443,8 +540,25 @@ impl Config {
         if !self.local_api.listen.ip().is_loopback() {
             return Err(invalid(
                 "local_api.listen",
-                "must be a loopback address until the technician login exists (it has no authentication)",
+                "must be a loopback address: it has no login (technicians on the home's network use the [technician] page, which has)",
             ));
+        }
+        if let Some(t) = &self.technician {
+            if t.session_idle_min == 0 || t.session_idle_min > 24 * 60 {
+                return Err(invalid(
+                    "technician.session_idle_min",
+                    "must be 1 to 1440 (a day)",
+                ));
+            }
+            if t.session_max_h == 0 || t.session_max_h > 24 {
+                return Err(invalid("technician.session_max_h", "must be 1 to 24"));
+            }
+            if t.listen == self.local_api.listen && t.listen.port() != 0 {
+                return Err(invalid(
+                    "technician.listen",
+                    "must differ from local_api.listen",
+                ));
+            }
         }
         if self.local_io.uplink_down_signal_s == 0 || self.local_io.uplink_down_signal_s > 86_400 {
             return Err(invalid(
@@ -470,6 +584,15 @@ impl Config {
                 return Err(invalid(
                     format!("devices[{i}].id"),
                     "must differ from gateway_id: the gateway reports its own events under its id",
+                ));
+            }
+            if d.key_hash
+                .as_deref()
+                .is_some_and(|h| !crate::credentials::is_valid_hash(h))
+            {
+                return Err(invalid(
+                    format!("devices[{i}].key_hash"),
+                    "is not a `$7$...` hash as mosquitto_passwd writes it: leave it out and pair the device with `trygg-gateway device rekey ID`",
                 ));
             }
             if !seen.insert(d.id.as_str()) {
@@ -600,6 +723,28 @@ mod tests {
                 .to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn the_technician_page_is_on_by_default_and_optional() {
+        let c = Config::default_config();
+        let t = c.technician.expect("[technician] in the generated config");
+        assert_eq!(t.listen.port(), 8443);
+        assert!(
+            t.listen.ip().is_unspecified(),
+            "reachable on the home's network"
+        );
+        assert_eq!((t.session_idle_min, t.session_max_h), (30, 8));
+        let text = DEFAULT_TOML.replace("[technician]", "[technician_off]");
+        let text: String = text.split("[technician_off]").next().unwrap().to_string()
+            + &DEFAULT_TOML[DEFAULT_TOML.find("[local_io]").unwrap()..];
+        let c = Config::from_toml(&text, Path::new("x")).unwrap();
+        assert!(c.technician.is_none());
+        let text = DEFAULT_TOML.replace("session_max_h = 8", "session_max_h = 0");
+        let err = Config::from_toml(&text, Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("technician.session_max_h"), "{err}");
     }
 
     #[test]

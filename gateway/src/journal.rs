@@ -14,6 +14,7 @@
 //! | `dead_letters`   | id (u64)              | `DeadLetter` as JSON           |
 //! | `silent_devices` | device id             | when reported silent (Unix ms) |
 //! | `devices`        | device id             | register entry (`config::Device`) as JSON |
+//! | `pending_devices`| device id             | join request (`register::PendingDevice`) as JSON |
 //!
 //! # What is durable when
 //!
@@ -79,6 +80,9 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const SILENT: TableDefinition<&str, u64> = TableDefinition::new("silent_devices");
 /// The device register: id to `config::Device` as JSON.
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Unknown devices asking to join (first contact): id to
+/// `register::PendingDevice` as JSON.
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending_devices");
 /// Named byte strings: `key_check`, a value sealed with the data key, so a
 /// journal opened with another key is known at once.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -533,6 +537,7 @@ impl Journal {
             txn.open_table(DEAD_LETTERS).map_err(st)?;
             txn.open_table(SILENT).map_err(st)?;
             txn.open_table(DEVICES).map_err(st)?;
+            txn.open_table(PENDING).map_err(st)?;
             // The key check: written once with the first key; a journal
             // sealed with another key is refused before anything is read.
             {
@@ -661,6 +666,38 @@ impl Journal {
         Ok((self.reader().devices()?, !seeded))
     }
 
+    /// Writes (`Some`) or removes (`None`) one join request, durably.
+    pub fn write_pending(
+        &mut self,
+        id: &str,
+        request: Option<&crate::register::PendingDevice>,
+    ) -> Result<(), JournalError> {
+        let db = db_of(&self.slot)?;
+        let mut txn = db.begin_write().map_err(st)?;
+        txn.set_durability(Durability::Immediate).map_err(st)?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(st)?;
+            match request {
+                Some(r) => {
+                    pending
+                        .insert(
+                            id,
+                            self.sealer
+                                .seal(PENDING.name(), &serde_json::to_vec(r)?)
+                                .as_slice(),
+                        )
+                        .map_err(st)?;
+                }
+                None => {
+                    pending.remove(id).map_err(st)?;
+                }
+            }
+        }
+        txn.commit().map_err(st)?;
+        self.commits += 1;
+        Ok(())
+    }
+
     /// Writes (`Some`) and removes (`None`) register entries in one
     /// durable transaction; a device removed is no longer kept as silent.
     pub fn write_devices(
@@ -673,11 +710,14 @@ impl Journal {
         {
             let mut devices = txn.open_table(DEVICES).map_err(st)?;
             let mut silent = txn.open_table(SILENT).map_err(st)?;
+            let mut pending = txn.open_table(PENDING).map_err(st)?;
             for (id, d) in writes {
                 match d {
                     Some(d) => {
                         let sealed = self.sealer.seal(DEVICES.name(), &serde_json::to_vec(d)?);
                         devices.insert(id.as_str(), sealed.as_slice()).map_err(st)?;
+                        // Paired: no longer asking to join.
+                        pending.remove(id.as_str()).map_err(st)?;
                     }
                     None => {
                         devices.remove(id.as_str()).map_err(st)?;
@@ -1119,6 +1159,18 @@ fn reseal_plain(txn: &redb::WriteTransaction, sealer: &Sealer) -> Result<(), Jou
         let sealed = sealer.seal(DEVICES.name(), &v);
         devices.insert(k.as_str(), sealed.as_slice()).map_err(st)?;
     }
+    let mut pending = txn.open_table(PENDING).map_err(st)?;
+    let mut plain = Vec::new();
+    for item in pending.iter().map_err(st)? {
+        let (k, v) = item.map_err(st)?;
+        if is_plain(v.value()) {
+            plain.push((k.value().to_string(), v.value().to_vec()));
+        }
+    }
+    for (k, v) in plain {
+        let sealed = sealer.seal(PENDING.name(), &v);
+        pending.insert(k.as_str(), sealed.as_slice()).map_err(st)?;
+    }
     let mut letters = txn.open_table(DEAD_LETTERS).map_err(st)?;
     let mut plain = Vec::new();
     for item in letters.iter().map_err(st)? {
@@ -1335,6 +1387,27 @@ impl JournalReader {
         })
     }
 
+    /// Join requests of unknown devices (first contact), by id.
+    pub fn pending_devices(
+        &self,
+    ) -> Result<Vec<(String, crate::register::PendingDevice)>, JournalError> {
+        let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
+        let table = match txn.open_table(PENDING) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(st(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.iter().map_err(st)? {
+            let (k, v) = item.map_err(st)?;
+            out.push((
+                k.value().to_string(),
+                serde_json::from_slice(&self.sealer.open(PENDING.name(), v.value())?)?,
+            ));
+        }
+        Ok(out)
+    }
+
     /// Devices reported silent and not heard from since, with when.
     pub fn silent_devices(&self) -> Result<Vec<(String, u64)>, JournalError> {
         let txn = db_of(&self.slot)?.begin_read().map_err(st)?;
@@ -1458,6 +1531,7 @@ mod tests {
             room: Some("Stue-room".into()),
             resident: Some("resident-pseudonym-42".into()),
             supervision_s: None,
+            key_hash: None,
             heartbeat_s: None,
             pre_alarm_s: None,
         };
@@ -1505,6 +1579,7 @@ mod tests {
             room: Some("Kjokken-room".into()),
             resident: None,
             supervision_s: None,
+            key_hash: None,
             heartbeat_s: None,
             pre_alarm_s: None,
         };
@@ -2080,6 +2155,35 @@ mod tests {
         assert!(!seeded);
         assert!(devices.iter().all(|d| d.id != "door-1"));
         assert!(devices.contains(&moved));
+    }
+
+    #[test]
+    fn a_join_request_is_kept_until_it_is_paired_or_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.redb");
+        let config = crate::config::Config::default_config();
+        let request = crate::register::PendingDevice {
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            attempts: 3,
+            key_hash: crate::credentials::hash_key("0123456789abcdef"),
+        };
+        let mut j = Journal::open(&path).unwrap();
+        j.devices_or_seed(&config.devices).unwrap();
+        j.write_pending("new-1", Some(&request)).unwrap();
+        j.write_pending("new-2", Some(&request)).unwrap();
+        drop(j);
+        let mut j = Journal::open(&path).unwrap();
+        assert_eq!(
+            j.reader().pending_devices().unwrap(),
+            vec![("new-1".into(), request.clone()), ("new-2".into(), request)]
+        );
+        // Pairing takes it off the list in the same transaction.
+        let mut d = config.device("door-1").unwrap().clone();
+        d.id = "new-1".into();
+        j.write_devices(&[("new-1".into(), Some(d))]).unwrap();
+        j.write_pending("new-2", None).unwrap();
+        assert!(j.reader().pending_devices().unwrap().is_empty());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The gateway's local HTTP API, for technicians and monitoring, on
-//! loopback only until the technician login exists (a later issue).
+//! loopback only (it has no login). The technician page
+//! ([`crate::technician`]) serves the same routes on the home's network
+//! behind a technician's login and CSRF token, and its pages call the
+//! same functions ([`apply_change`], [`run_test_alarm`], [`device_views`]).
 //!
 //! - `GET /healthz`                 `ok`, or 503 and why: the journal cannot commit, or
 //!   the gateway is not enrolled or its certificate is refused (and what to run)
@@ -11,6 +14,13 @@
 //! - `POST /api/v1/devices`         pair a device (201; 409 paired already; 422 invalid)
 //! - `POST /api/v1/devices/{id}/swap`  `{"new_id"}`: every setting to the replacement
 //! - `DELETE /api/v1/devices/{id}`  unpair: its events are refused from then on
+//! - `POST /api/v1/devices/{id}/key`   `{"key"?}`: a new key (generated and shown once if none given)
+//! - `GET /api/v1/devices/pending`  unknown devices asking to join (first contact)
+//! - `POST /api/v1/devices/pending/{id}/accept`  `{"type","room","resident","supervision_s"?}`:
+//!   pair it with the key it presented (201)
+//! - `DELETE /api/v1/devices/pending/{id}`  reject it (204)
+//! - `POST /api/v1/devices/pending/window`  `{"seconds"}`: let unknown devices ask
+//!   to join for a while, even with first contact off (embedded broker)
 //! - `POST /api/v1/decommission`  `{"confirm": gateway id, "force"?, "deliver_within_s"?}`:
 //!   deliver, have the backend revoke, then stop and wipe (202; progress at GET)
 //! - `POST /api/v1/test-alarm`      `{"device"?, "timeout_s"?}`: raise `test_alarm`,
@@ -39,7 +49,15 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
-    let app = Router::new()
+    let _ = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
+}
+
+/// The whole API. The technician page serves it too, behind its login
+/// (`crate::technician`).
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
@@ -50,15 +68,20 @@ pub(crate) async fn serve(
             get(show_device).delete(remove_device),
         )
         .route("/api/v1/devices/{id}/swap", post(swap_device))
+        .route("/api/v1/devices/{id}/key", post(rekey_device))
+        .route("/api/v1/devices/pending", get(list_pending))
+        .route("/api/v1/devices/pending/window", post(open_window))
+        .route("/api/v1/devices/pending/{id}/accept", post(accept_pending))
+        .route(
+            "/api/v1/devices/pending/{id}",
+            axum::routing::delete(reject_pending),
+        )
         .route("/api/v1/test-alarm", post(test_alarm))
         .route(
             "/api/v1/decommission",
             get(decommission_status).post(decommission),
         )
-        .with_state(shared);
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await;
+        .with_state(shared)
 }
 
 /// `ok`, or 503 with the reason while the journal cannot commit.
@@ -115,6 +138,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(status_view(&s))
+}
+
+/// What `/api/v1/status` answers.
+pub(crate) fn status_view(s: &Shared) -> serde_json::Value {
     let pending = s
         .reader
         .pending_counts()
@@ -159,7 +187,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             })
         })
         .unwrap_or(serde_json::Value::Null);
-    Json(json!({
+    json!({
         "identity": identity,
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
@@ -181,7 +209,7 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "last": r.last,
             "at_ms": r.at_ms,
         })),
-    }))
+    })
 }
 
 async fn dead_letters(State(s): State<Arc<Shared>>) -> impl IntoResponse {
@@ -224,6 +252,7 @@ fn device_view(s: &Shared, d: &Device, silent: &[String]) -> serde_json::Value {
         "room": d.room,
         "resident": d.resident,
         "supervision_s": period,
+        "has_key": d.key_hash.is_some(),
         // What the device is sent on its cfg topic (unset: its own default).
         "heartbeat_s": d.heartbeat_s,
         "pre_alarm_s": d.pre_alarm_s,
@@ -242,54 +271,127 @@ fn silent_now(s: &Shared) -> Vec<String> {
 }
 
 async fn list_devices(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(json!({ "devices": device_views(&s) }))
+}
+
+/// Every paired device as the API shows it.
+pub(crate) fn device_views(s: &Shared) -> Vec<serde_json::Value> {
     let devices: Vec<Device> = s
         .register
         .read()
         .map(|r| r.devices().cloned().collect())
         .unwrap_or_default();
-    let silent = silent_now(&s);
-    let list: Vec<_> = devices
-        .iter()
-        .map(|d| device_view(&s, d, &silent))
-        .collect();
-    Json(json!({ "devices": list }))
+    let silent = silent_now(s);
+    devices.iter().map(|d| device_view(s, d, &silent)).collect()
+}
+
+/// One paired device as the API shows it.
+pub(crate) fn one_device_view(s: &Shared, id: &str) -> Option<serde_json::Value> {
+    let device = s.register.read().ok().and_then(|r| r.get(id).cloned());
+    device.map(|d| device_view(s, &d, &silent_now(s)))
 }
 
 async fn show_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let device = s.register.read().ok().and_then(|r| r.get(&id).cloned());
-    match device {
-        Some(d) => Json(device_view(&s, &d, &silent_now(&s))).into_response(),
+    match one_device_view(&s, &id) {
+        Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, RegisterError::NotFound(id)),
     }
 }
 
-/// Sends `change` to the journal thread and answers with `then` once it
-/// is durable.
-async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+/// Why a request was refused: the status and the message to show.
+pub(crate) type Refusal = (StatusCode, String);
+
+fn refused((status, message): Refusal) -> Response {
+    error(status, message)
+}
+
+type ChangeReply = tokio::sync::oneshot::Sender<Result<(), DeviceChangeError>>;
+
+/// Sends the command `make` builds to the journal thread and waits until
+/// it is durable; why not otherwise (counted and logged).
+async fn ask_change(
+    s: &Shared,
+    make: impl FnOnce(ChangeReply) -> JournalCmd,
+) -> Result<(), Refusal> {
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
-    if s.ask(JournalCmd::Devices { change, reply }).await.is_none() {
-        return stopping();
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
+    if s.ask(make(reply)).await.is_none() {
+        return Err(stopping());
     }
     match answer.await {
-        Err(_) => stopping(),
-        Ok(Ok(())) => {
-            let device = s.register.read().ok().and_then(|r| r.get(shown).cloned());
-            let body = match device {
-                Some(d) => device_view(s, &d, &silent_now(s)),
-                None => json!({ "removed": shown }),
-            };
-            (status, Json(body)).into_response()
-        }
+        Err(_) => Err(stopping()),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(DeviceChangeError::Register(e))) => {
-            let status = match e {
-                RegisterError::AlreadyPaired(_) => StatusCode::CONFLICT,
-                RegisterError::NotFound(_) => StatusCode::NOT_FOUND,
-                RegisterError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            let (status, code) = match e {
+                RegisterError::AlreadyPaired(_) => (StatusCode::CONFLICT, "already_paired"),
+                RegisterError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+                RegisterError::NotPending(_) => (StatusCode::NOT_FOUND, "not_pending"),
+                RegisterError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             };
-            error(status, e)
+            s.metrics.inc(
+                "device_register_refused_total",
+                &format!("reason=\"{code}\""),
+            );
+            tracing::warn!(error = %e, "device register request refused");
+            Err((status, e.to_string()))
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// Sends `change` to the journal thread and, once it is durable, answers
+/// with the device `shown` as it is now (or `{"removed": id}`), and `key`
+/// (a key the gateway generated, shown this once).
+pub(crate) async fn apply_change(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    ask_change(s, |reply| JournalCmd::Devices { change, reply }).await?;
+    let mut body = one_device_view(s, shown).unwrap_or_else(|| json!({ "removed": shown }));
+    if let Some(k) = key {
+        body["key"] = json!(k);
+        body["key_note"] = json!("generated by the gateway and shown only this once: load it into the device (its MQTT password) now");
+    }
+    Ok(body)
+}
+
+/// [`apply_change`] as an HTTP answer.
+async fn change(s: &Shared, change: Change, shown: &str, status: StatusCode) -> Response {
+    change_with_key(s, change, shown, status, None).await
+}
+
+async fn change_with_key(
+    s: &Shared,
+    change: Change,
+    shown: &str,
+    status: StatusCode,
+    key: Option<String>,
+) -> Response {
+    match apply_change(s, change, shown, key).await {
+        Ok(body) => (status, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// The key to pair with: the one given (checked), else a new one, which
+/// is returned to be shown once.
+fn key_or_generate(given: Option<String>) -> Result<(String, Option<String>), Refusal> {
+    match given {
+        Some(k) => match crate::credentials::check_key(&k) {
+            Ok(()) => Ok((crate::credentials::hash_key(&k), None)),
+            Err(e) => Err((StatusCode::UNPROCESSABLE_ENTITY, format!("`key`: {e}"))),
+        },
+        None => {
+            let k = crate::credentials::generate_key();
+            Ok((crate::credentials::hash_key(&k), Some(k)))
+        }
     }
 }
 
@@ -304,12 +406,220 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>
 }
 
 async fn add_device(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    let device: Device = match parse(&body) {
-        Ok(d) => d,
+    // The register entry, plus the device's `key` (hashed here, never kept).
+    let mut value: serde_json::Value = match parse(&body) {
+        Ok(v) => v,
         Err(r) => return *r,
     };
+    let key = match value.as_object_mut().map(|o| o.remove("key")) {
+        Some(Some(serde_json::Value::String(k))) => Some(k),
+        Some(Some(serde_json::Value::Null)) | Some(None) => None,
+        Some(Some(_)) => return error(StatusCode::UNPROCESSABLE_ENTITY, "`key` must be a string"),
+        None => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the request body must be a JSON object",
+            )
+        }
+    };
+    let device: Device = match serde_json::from_value(value) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the request body: {e}"),
+            )
+        }
+    };
+    match pair(&s, device, key).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Pairs `device` with `key` (checked, and kept only as its hash), or with
+/// the `key_hash` it has, or with a key generated here (in the answer,
+/// shown this once).
+pub(crate) async fn pair(
+    s: &Shared,
+    mut device: Device,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    let shown_key = match (&device.key_hash, key) {
+        (Some(_), Some(_)) => {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "give `key` or `key_hash`, not both".into(),
+            ))
+        }
+        (Some(_), None) => None,
+        (None, key) => {
+            let (hash, shown) = key_or_generate(key)?;
+            device.key_hash = Some(hash);
+            shown
+        }
+    };
     let id = device.id.clone();
-    change(&s, Change::Add(device), &id, StatusCode::CREATED).await
+    apply_change(s, Change::Add(device), &id, shown_key).await
+}
+
+async fn rekey_device(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Rekey {
+        key: Option<String>,
+    }
+    let ask: Rekey = if body.iter().all(u8::is_ascii_whitespace) {
+        Rekey::default()
+    } else {
+        match parse(&body) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        }
+    };
+    let (key_hash, shown) = match key_or_generate(ask.key) {
+        Ok(k) => k,
+        Err(r) => return refused(r),
+    };
+    let change = Change::Rekey {
+        id: id.clone(),
+        key_hash,
+    };
+    change_with_key(&s, change, &id, StatusCode::OK, shown).await
+}
+
+async fn list_pending(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(pending_views(&s))
+}
+
+/// The devices asking to join, as `GET /api/v1/devices/pending` lists them.
+pub(crate) fn pending_views(s: &Shared) -> Vec<serde_json::Value> {
+    s.gate
+        .pending_list()
+        .into_iter()
+        .map(|(id, p)| {
+            json!({
+                "device": id,
+                "first_seen_ms": p.first_seen_ms,
+                "last_seen_ms": p.last_seen_ms,
+                "attempts": p.attempts,
+            })
+        })
+        .collect()
+}
+
+async fn accept_pending(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Accept {
+        #[serde(rename = "type")]
+        device_type: crate::config::DeviceType,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        resident: Option<String>,
+        #[serde(default)]
+        supervision_s: Option<u64>,
+    }
+    let a: Accept = match parse(&body) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let device = Device {
+        id: id.clone(),
+        device_type: a.device_type,
+        room: a.room,
+        resident: a.resident,
+        supervision_s: a.supervision_s,
+        key_hash: None,
+        heartbeat_s: None,
+        pre_alarm_s: None,
+    };
+    match accept(&s, device).await {
+        Ok(body) => (StatusCode::CREATED, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Pairs a device that asked to join (with the key it presented) at its
+/// place: `device` without a key.
+pub(crate) async fn accept(s: &Shared, device: Device) -> Result<serde_json::Value, Refusal> {
+    let id = device.id.clone();
+    ask_change(s, |reply| JournalCmd::Accept { device, reply }).await?;
+    s.metrics.inc("device_join_requests_accepted_total", "");
+    one_device_view(s, &id).ok_or_else(|| {
+        (
+            StatusCode::CONFLICT,
+            format!("device `{id}` was removed meanwhile"),
+        )
+    })
+}
+
+async fn open_window(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Window {
+        seconds: u64,
+    }
+    let w: Window = match parse(&body) {
+        Ok(w) => w,
+        Err(r) => return *r,
+    };
+    match open_pairing_window(&s, w.seconds) {
+        Ok(body) => Json(body).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Whether unknown devices can ask to join here at all: the embedded
+/// broker with device authentication (Mosquitto lets in only paired
+/// devices; without device_auth every device gets in anyway).
+pub(crate) fn first_contact_possible(s: &Shared) -> bool {
+    s.local_broker.mode == crate::config::BrokerMode::Embedded && s.local_broker.device_auth
+}
+
+/// Lets unknown devices ask to join for `seconds` (1 to an hour), even
+/// with first contact off.
+pub(crate) fn open_pairing_window(s: &Shared, seconds: u64) -> Result<serde_json::Value, Refusal> {
+    let max = crate::device_auth::MAX_WINDOW.as_secs();
+    if seconds == 0 || seconds > max {
+        return Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`seconds` must be 1 to {max} (an hour)"),
+        ));
+    }
+    if !first_contact_possible(s) {
+        return Err((
+            StatusCode::CONFLICT,
+            "there is no first contact with this broker: Mosquitto lets in only paired devices (pair the device with its key: `trygg-gateway device add ID --type TYPE --key KEY`), and with device_auth off every device gets in anyway".into(),
+        ));
+    }
+    s.gate.open_window(std::time::Duration::from_secs(seconds));
+    tracing::info!(
+        seconds,
+        "pairing window opened: unknown devices may ask to join until it closes"
+    );
+    Ok(json!({ "open_for_s": seconds, "first_contact_always": s.local_broker.first_contact }))
+}
+
+async fn reject_pending(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match reject(&s, id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Refuses a device that asked to join.
+pub(crate) async fn reject(s: &Shared, id: String) -> Result<(), Refusal> {
+    ask_change(s, |reply| JournalCmd::Reject { id, reply }).await
 }
 
 async fn swap_device(
@@ -321,22 +631,36 @@ async fn swap_device(
     #[serde(deny_unknown_fields)]
     struct Swap {
         new_id: String,
+        /// The replacement's key (from its label); generated if not given.
+        #[serde(default)]
+        key: Option<String>,
     }
     let swap: Swap = match parse(&body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let new_id = swap.new_id.clone();
-    change(
-        &s,
-        Change::Swap {
-            old,
-            new_id: swap.new_id,
-        },
-        &new_id,
-        StatusCode::OK,
-    )
-    .await
+    match self::swap(&s, old, swap.new_id, swap.key).await {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// Moves every setting of `old` to `new_id` in one step, with the
+/// replacement's `key` (generated if not given, and then in the answer,
+/// shown this once).
+pub(crate) async fn swap(
+    s: &Shared,
+    old: String,
+    new_id: String,
+    key: Option<String>,
+) -> Result<serde_json::Value, Refusal> {
+    let (new_key_hash, shown) = key_or_generate(key)?;
+    let change = Change::Swap {
+        old,
+        new_id: new_id.clone(),
+        new_key_hash: Some(new_key_hash),
+    };
+    apply_change(s, change, &new_id, shown).await
 }
 
 async fn remove_device(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -362,21 +686,49 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
     };
     let timeout = std::time::Duration::from_secs(ask.timeout_s.unwrap_or(30).min(MAX_TEST_WAIT_S));
+    match run_test_alarm(&s, ask.device, timeout).await {
+        Ok(body) => {
+            let status = if body["confirmed"] == true {
+                StatusCode::OK
+            } else {
+                StatusCode::GATEWAY_TIMEOUT
+            };
+            (status, Json(body)).into_response()
+        }
+        Err((status, message)) => error(status, message),
+    }
+}
+
+/// Raises a test alarm about `device` (or the gateway) and waits up to
+/// `timeout` for the backend's receipt. The answer says whether it was
+/// confirmed and how long it took.
+pub(crate) async fn run_test_alarm(
+    s: &Shared,
+    device: Option<String>,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, Refusal> {
     let started = std::time::Instant::now();
     let (reply, answer) = tokio::sync::oneshot::channel();
-    let stopping = || error(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping");
+    let stopping = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is stopping".to_string(),
+        )
+    };
     let cmd = JournalCmd::TestAlarm {
-        subject: ask.device.clone(),
+        subject: device.clone(),
         reply,
     };
     if s.ask(cmd).await.is_none() {
-        return stopping();
+        return Err(stopping());
     }
     let (lane, seq) = match answer.await {
-        Err(_) => return stopping(),
+        Err(_) => return Err(stopping()),
         Ok(Ok(at)) => at,
-        Ok(Err(DeviceChangeError::Register(e))) => return error(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(DeviceChangeError::Register(e))) => {
+            return Err((StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Ok(Err(e)) => return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
     let committed_ms = started.elapsed().as_millis() as u64;
     // The uplink deletes a record from the journal when the backend's
@@ -394,21 +746,15 @@ async fn test_alarm(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let body = json!({
-        "device": ask.device,
+    Ok(json!({
+        "device": device,
         "lane": format!("{lane:?}").to_lowercase(),
         "seq": seq,
         "committed_after_ms": committed_ms,
         "confirmed": confirmed,
         "confirmed_after_ms": confirmed.then(|| started.elapsed().as_millis() as u64),
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
-    });
-    let status = if confirmed {
-        StatusCode::OK
-    } else {
-        StatusCode::GATEWAY_TIMEOUT
-    };
-    (status, Json(body)).into_response()
+    }))
 }
 
 /// What a decommission is doing, with what the journal still holds.

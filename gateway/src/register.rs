@@ -32,12 +32,36 @@ pub enum Change {
     /// Pair a new device.
     Add(Device),
     /// Move every setting of `old` to `new_id`; `old` is no longer paired.
+    /// The replacement gets its own key (`new_key_hash`), never the old one's.
     Swap {
         old: String,
         new_id: String,
+        #[serde(default)]
+        new_key_hash: Option<String>,
+    },
+    /// Give a paired device a new key (the old one stops working).
+    Rekey {
+        id: String,
+        key_hash: String,
     },
     Remove(String),
 }
+
+/// A device that connected with an id not in the register, while first
+/// contact was allowed: it waits for a technician to accept or reject it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDevice {
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// Connection attempts so far.
+    pub attempts: u64,
+    /// The hash of the key it presented: its credential once accepted.
+    pub key_hash: String,
+}
+
+/// The most join requests kept at once: a stranger could otherwise fill
+/// the journal with made-up ids.
+pub const MAX_PENDING: usize = 64;
 
 /// Why a change was refused. `AlreadyPaired` and `NotFound` are about the
 /// register's state; `Invalid` about the request itself (final: asking
@@ -48,6 +72,8 @@ pub enum RegisterError {
     AlreadyPaired(String),
     #[error("device `{0}` is not paired with this gateway")]
     NotFound(String),
+    #[error("device `{0}` is not asking to join (see `trygg-gateway device pending`)")]
+    NotPending(String),
     #[error("`{field}` {problem}")]
     Invalid { field: String, problem: String },
 }
@@ -146,16 +172,33 @@ impl Register {
                 check_settings(d)?;
                 Ok(vec![(d.id.clone(), Some(d.clone()))])
             }
-            Change::Swap { old, new_id } => {
+            Change::Swap {
+                old,
+                new_id,
+                new_key_hash,
+            } => {
                 let Some(current) = self.devices.get(old) else {
                     return Err(RegisterError::NotFound(old.clone()));
                 };
                 self.check_new_id("new_id", new_id)?;
+                check_key_hash(new_key_hash.as_deref())?;
                 let moved = Device {
                     id: new_id.clone(),
+                    key_hash: new_key_hash.clone(),
                     ..current.clone()
                 };
                 Ok(vec![(old.clone(), None), (new_id.clone(), Some(moved))])
+            }
+            Change::Rekey { id, key_hash } => {
+                let Some(current) = self.devices.get(id) else {
+                    return Err(RegisterError::NotFound(id.clone()));
+                };
+                check_key_hash(Some(key_hash))?;
+                let rekeyed = Device {
+                    key_hash: Some(key_hash.clone()),
+                    ..current.clone()
+                };
+                Ok(vec![(id.clone(), Some(rekeyed))])
             }
             Change::Remove(id) => {
                 if !self.devices.contains_key(id) {
@@ -186,6 +229,15 @@ impl Register {
                 ),
             ));
         }
+        if id.starts_with(crate::credentials::RESERVED_PREFIX) {
+            return Err(invalid(
+                field,
+                format!(
+                    "ids starting with `{}` are the gateway's own broker clients",
+                    crate::credentials::RESERVED_PREFIX
+                ),
+            ));
+        }
         if id == self.gateway_id {
             return Err(invalid(
                 field,
@@ -199,7 +251,18 @@ impl Register {
     }
 }
 
+fn check_key_hash(hash: Option<&str>) -> Result<(), RegisterError> {
+    if hash.is_some_and(|h| !crate::credentials::is_valid_hash(h)) {
+        return Err(invalid(
+            "key_hash",
+            "is not a `$7$...` hash as mosquitto_passwd writes it (give the key itself as `key`)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_settings(d: &Device) -> Result<(), RegisterError> {
+    check_key_hash(d.key_hash.as_deref())?;
     if let Some(room) = &d.room {
         if room.trim().is_empty()
             || room.chars().count() > MAX_ROOM_CHARS
@@ -258,6 +321,7 @@ mod tests {
             room: Some("kitchen".into()),
             resident: Some("r-42".into()),
             supervision_s: Some(120),
+            key_hash: None,
             heartbeat_s: None,
             pre_alarm_s: None,
         }
@@ -308,6 +372,14 @@ mod tests {
             (device("a b"), "id"),
             (device(""), "id"),
             (device(&gw), "id"),
+            (device("trygg-gateway-x"), "id"),
+            (
+                Device {
+                    key_hash: Some("plain".into()),
+                    ..device("x-1")
+                },
+                "key_hash",
+            ),
             (
                 Device {
                     resident: Some("Kari Nordmann".into()),
@@ -348,6 +420,7 @@ mod tests {
             Change::Swap {
                 old: "button-2".into(),
                 new_id: "button-3".into(),
+                new_key_hash: None,
             },
         )
         .unwrap();
@@ -361,6 +434,7 @@ mod tests {
         let swap = |old: &str, new_id: &str| Change::Swap {
             old: old.into(),
             new_id: new_id.into(),
+            new_key_hash: None,
         };
         assert_eq!(
             change(&mut r, swap("nope", "x-1")),
@@ -382,5 +456,51 @@ mod tests {
             change(&mut r, Change::Remove("door-1".into())),
             Err(RegisterError::NotFound("door-1".into()))
         );
+    }
+
+    #[test]
+    fn swap_gives_the_replacement_its_own_key_and_rekey_replaces_a_key() {
+        let mut r = Register::from_config(&Config::default_config());
+        let old_hash = crate::credentials::hash_key("old-key-0123456789");
+        let new_hash = crate::credentials::hash_key("new-key-0123456789");
+        change(
+            &mut r,
+            Change::Add(Device {
+                key_hash: Some(old_hash.clone()),
+                ..device("button-2")
+            }),
+        )
+        .unwrap();
+        change(
+            &mut r,
+            Change::Swap {
+                old: "button-2".into(),
+                new_id: "button-3".into(),
+                new_key_hash: Some(new_hash.clone()),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.get("button-3").unwrap().key_hash, Some(new_hash));
+        let third = crate::credentials::hash_key("third-key-0123456789");
+        change(
+            &mut r,
+            Change::Rekey {
+                id: "button-3".into(),
+                key_hash: third.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.get("button-3").unwrap().key_hash, Some(third));
+        assert_eq!(r.get("button-3").unwrap().room, device("x").room);
+        assert!(matches!(
+            change(
+                &mut r,
+                Change::Rekey {
+                    id: "nope".into(),
+                    key_hash: old_hash
+                }
+            ),
+            Err(RegisterError::NotFound(_))
+        ));
     }
 }

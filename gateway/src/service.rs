@@ -40,6 +40,8 @@ pub enum GatewayError {
     },
     #[error("config: {0}")]
     Config(String),
+    #[error("technician page: {0}")]
+    Technician(String),
     #[error(
         "{0} (local_io.gpio = \"on\" requires it; set it to \"auto\" or \"off\" to run without)"
     )]
@@ -65,6 +67,18 @@ pub enum GatewayError {
 pub struct Ready {
     pub device_broker: MqttUrl,
     pub local_api: SocketAddr,
+    /// The technician page, when `[technician]` is configured.
+    pub technician: Option<TechnicianReady>,
+}
+
+/// Where the technician page listens and how its certificate is checked.
+#[derive(Clone, Debug)]
+pub struct TechnicianReady {
+    pub addr: SocketAddr,
+    /// SHA-256 of the page's certificate, `AB:CD:...`.
+    pub fingerprint: String,
+    /// The certificate (PEM), for a client that pins it.
+    pub cert: std::path::PathBuf,
 }
 
 /// Shared, in-memory view for the local API.
@@ -95,6 +109,12 @@ pub(crate) struct Shared {
     /// The way to the journal thread for the local API's requests; taken
     /// away at shutdown so that the journal can close.
     pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
+    /// Who may connect to the embedded broker; the join requests.
+    pub gate: Arc<crate::device_auth::DeviceGate>,
+    /// The gateway's own credentials at the device broker.
+    pub broker_client: BrokerClient,
+    /// The broker as configured (Mosquitto's files are written from it).
+    pub local_broker: crate::config::LocalBroker,
     /// The heartbeat to the backend, seconds (the config's, or the
     /// backend's pushed settings).
     pub heartbeat_s: std::sync::atomic::AtomicU64,
@@ -125,6 +145,37 @@ impl Shared {
     }
 }
 
+/// The gateway's own client at the device broker: its username and key
+/// (kept in the data dir, generated at the first start) and the key's hash.
+#[derive(Clone)]
+pub(crate) struct BrokerClient {
+    pub username: String,
+    pub key: String,
+    pub key_hash: String,
+}
+
+/// The file in the data dir that holds the gateway's own broker key.
+pub const BROKER_KEY_FILE: &str = "device-broker-client.key";
+
+/// Reads the gateway's broker key from the data dir, or makes one (0600).
+fn broker_client(config: &Config) -> std::io::Result<BrokerClient> {
+    let path = config.data_dir.join(BROKER_KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) if crate::credentials::check_key(k.trim()).is_ok() => k.trim().to_string(),
+        Ok(_) | Err(_) => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let k = crate::credentials::generate_key();
+            crate::mosquitto::write_atomic(&path, &format!("{k}\n"))?;
+            k
+        }
+    };
+    Ok(BrokerClient {
+        username: crate::credentials::gateway_username(&config.gateway_id),
+        key_hash: crate::credentials::hash_key(&key),
+        key,
+    })
+}
+
 impl Shared {
     /// Sends a request to the journal thread; `None` when it is stopping.
     pub async fn ask(&self, cmd: JournalCmd) -> Option<()> {
@@ -141,6 +192,18 @@ pub(crate) enum JournalCmd {
     /// A change to the device register, answered once durable.
     Devices {
         change: Change,
+        reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// Write a join request (from the gate's memory) to the journal.
+    PendingSeen(String),
+    /// Pair a device that asked to join, with the key it presented.
+    Accept {
+        device: crate::config::Device,
+        reply: oneshot::Sender<Result<(), DeviceChangeError>>,
+    },
+    /// Forget a join request.
+    Reject {
+        id: String,
         reply: oneshot::Sender<Result<(), DeviceChangeError>>,
     },
     /// A settings version from the backend (or why it could not be read):
@@ -177,7 +240,7 @@ struct AckWork {
     receipt: Option<(String, Vec<u8>)>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -325,7 +388,20 @@ pub async fn run(
             devices = register.len(),
             "device register seeded from the config's [[devices]]; from now on it is changed with `trygg-gateway device ...`"
         );
-    } else {
+    }
+    // The register is sealed in the journal; the config file is not.
+    let in_clear = config
+        .devices
+        .iter()
+        .filter(|d| d.resident.is_some() || d.room.is_some())
+        .count();
+    if in_clear > 0 {
+        tracing::warn!(
+            devices = in_clear,
+            "the config file's [[devices]] hold residents' ids and rooms in clear text; the register (encrypted in the journal) has them now: remove the [[devices]] entries from the config file"
+        );
+    }
+    if !seeded {
         for d in &config.devices {
             if register.get(&d.id) != Some(d) {
                 tracing::warn!(
@@ -342,6 +418,23 @@ pub async fn run(
             "cannot set disk space aside for alarms (is the disk full?): free some space; alarms are taken, telemetry waits on the devices until then"
         );
     }
+    let client = broker_client(&config).map_err(|e| {
+        GatewayError::Config(format!(
+            "cannot keep the gateway's broker key in {}: {e}",
+            config.data_dir.join(BROKER_KEY_FILE).display()
+        ))
+    })?;
+    let pending_at_start = journal.reader().pending_devices()?;
+    let embedded_auth =
+        config.local_broker.mode == BrokerMode::Embedded && config.local_broker.device_auth;
+    let register = Arc::new(RwLock::new(register));
+    let gate = Arc::new(crate::device_auth::DeviceGate::new(
+        register.clone(),
+        pending_at_start,
+        client.username.clone(),
+        client.key_hash.clone(),
+        embedded_auth && config.local_broker.first_contact,
+    ));
     let silent_at_start: Vec<String> = journal
         .reader()
         .silent_devices()?
@@ -358,10 +451,13 @@ pub async fn run(
         silent: Arc::new(Mutex::new(silent_at_start.clone())),
         disk_full: (!reserved).into(),
         alarms_committed: 0.into(),
-        register: Arc::new(RwLock::new(register)),
+        register,
         last_seen: Mutex::new(HashMap::new()),
         admin: Mutex::new(None),
         identity: Mutex::new(identity),
+        gate,
+        broker_client: client,
+        local_broker: config.local_broker.clone(),
         heartbeat_s: heartbeat_s.into(),
         device_cfg: Mutex::new(None),
         decommission: Default::default(),
@@ -385,12 +481,24 @@ pub async fn run(
 
     let device_broker = match config.local_broker.mode {
         BrokerMode::Embedded => {
-            if !config.local_broker.listen.ip().is_loopback() {
+            let (authenticator, authorizer) = if embedded_auth {
+                let (a, z) = embedded_access(Arc::downgrade(&shared));
+                (Some(a), Some(z))
+            } else {
+                // Config validation refused this beyond loopback unless
+                // explicitly forced.
+                let beyond = !config.local_broker.listen.ip().is_loopback();
                 tracing::warn!(
                     listen = %config.local_broker.listen,
-                    "THE EMBEDDED BROKER HAS NO DEVICE AUTHENTICATION and listens beyond loopback: anyone on this network can send events"
+                    "THE EMBEDDED BROKER CHECKS NO DEVICE KEYS (local_broker.device_auth = false, for development only): {}",
+                    if beyond {
+                        "it listens beyond loopback, so anyone on this network can send events as any device"
+                    } else {
+                        "any program on this machine can send events as any device"
+                    }
                 );
-            }
+                (None, None)
+            };
             let settings = BrokerSettings {
                 listen: config.local_broker.listen,
                 version: MqttVersion::V4,
@@ -400,8 +508,8 @@ pub async fn run(
                 log_segment_bytes: BrokerSettings::SMALL_LOG.0,
                 log_segments: BrokerSettings::SMALL_LOG.1,
                 tls_config: None,
-                authenticator: None,
-                authorizer: None,
+                authenticator,
+                authorizer,
             };
             let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
@@ -418,8 +526,21 @@ pub async fn run(
                 tls: false,
             }
         }
-        BrokerMode::External => MqttUrl::parse(&config.local_broker.url)
-            .map_err(|e| GatewayError::Config(e.to_string()))?,
+        BrokerMode::External => {
+            if config.local_broker.manages_mosquitto() {
+                let s = shared.clone();
+                tokio::task::spawn_blocking(move || sync_mosquitto(&s))
+                    .await
+                    .expect("mosquitto sync task");
+            } else {
+                tracing::warn!(
+                    url = %config.local_broker.url,
+                    "the gateway does not manage this broker's device credentials (no local_broker.mosquitto_password_file): unless the broker checks them itself, anyone who reaches it can send events as any device"
+                );
+            }
+            MqttUrl::parse(&config.local_broker.url)
+                .map_err(|e| GatewayError::Config(e.to_string()))?
+        }
     };
 
     let cancel = CancellationToken::new();
@@ -431,6 +552,12 @@ pub async fn run(
         device_broker.host.clone(),
         device_broker.port,
     );
+    if embedded_auth || config.local_broker.manages_mosquitto() {
+        opts.set_credentials(
+            shared.broker_client.username.clone(),
+            shared.broker_client.key.clone(),
+        );
+    }
     opts.set_clean_session(false)
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(10))
@@ -543,6 +670,21 @@ pub async fn run(
         shared.clone(),
         cancel.clone(),
     ));
+
+    // The technician page, over HTTPS with the gateway's own certificate.
+    let (technician, technician_page) = match &config.technician {
+        None => {
+            tracing::info!("technician page off: add [technician] listen = \"0.0.0.0:8443\" to the config to serve it");
+            (None, None)
+        }
+        Some(t) => match start_technician_page(t, &config.data_dir, &shared, &cancel).await {
+            Ok((page, task)) => (Some(page), Some(task)),
+            Err(e) => {
+                cancel.cancel();
+                return Err(e);
+            }
+        },
+    };
 
     // Supervision: what ingest hears from, silences raised and cleared,
     // and the journal's housekeeping timer.
@@ -710,6 +852,7 @@ pub async fn run(
             let _ = ready.send(Ready {
                 device_broker: device_broker.clone(),
                 local_api,
+                technician: technician.clone(),
             });
         }
         tracing::info!(%device_broker, %local_api, gateway = %config.gateway_id, "gateway running");
@@ -730,6 +873,12 @@ pub async fn run(
     if let Ok(mut admin) = shared.admin.lock() {
         *admin = None;
     }
+    // The settings publisher holds the shared state; without its channel
+    // it ends, and with it the last hold on the journal (a gateway started
+    // again in this process must be able to open it).
+    if let Ok(mut cfg) = shared.device_cfg.lock() {
+        *cfg = None;
+    }
     // Input stops at once; the journal commits what was taken and closes
     // when its last sender (ingest, uplink) is gone; the acknowledger then
     // sends the last receipts while ingest keeps the connection polled.
@@ -742,6 +891,9 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
     let _ = tokio::time::timeout(Duration::from_secs(6), ingest).await;
     let _ = api.await;
+    if let Some(page) = technician_page {
+        let _ = page.await;
+    }
     tracing::info!("gateway stopped");
     if journal_failed {
         return Err(GatewayError::JournalStopped);
@@ -760,8 +912,68 @@ pub async fn run(
             dir = %config.data_dir.display(),
             "DECOMMISSIONED: the data key was erased and the journal, keys and settings removed; this gateway will not start again"
         );
+        // Mosquitto's files hold the devices' key hashes: emptied, so
+        // no device (nor this gateway) connects any more.
+        if config.local_broker.manages_mosquitto() {
+            if let Err(e) = crate::mosquitto::empty(&config.local_broker) {
+                tracing::error!(error = %e, "Mosquitto's password and ACL files could not be emptied: empty them by hand");
+            }
+        }
     }
     Ok(())
+}
+
+/// Makes (once) or loads the page's certificate, binds, and serves the
+/// technician page until `cancel`.
+async fn start_technician_page(
+    t: &crate::config::TechnicianPage,
+    data_dir: &std::path::Path,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) -> Result<(TechnicianReady, tokio::task::JoinHandle<()>), GatewayError> {
+    use crate::technician::{tls, WebState};
+    let fail = |e: String| GatewayError::Technician(e);
+    let (dir, ip) = (data_dir.to_path_buf(), t.listen.ip());
+    let cert = tokio::task::spawn_blocking(move || tls::ensure(&dir, ip))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let server = tls::server_config(&cert).map_err(|e| fail(e.to_string()))?;
+    let tcp = tokio::net::TcpListener::bind(t.listen)
+        .await
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", t.listen)))?;
+    let listener = tls::TlsListener::new(tcp, server).map_err(|e| fail(e.to_string()))?;
+    let addr = axum::serve::Listener::local_addr(&listener).map_err(|e| fail(e.to_string()))?;
+    if cert.made_now {
+        tracing::info!(cert = %cert.cert.display(), "technician page: made its own TLS certificate (once; it is kept)");
+    }
+    let accounts = crate::technician::accounts::AccountsFile::in_dir(data_dir)
+        .load()
+        .map(|a| a.technicians.len());
+    match accounts {
+        Ok(0) => tracing::warn!("technician page: no technician account yet; add one with `trygg-gateway technician add NAME`"),
+        Ok(n) => tracing::info!(accounts = n, "technician page: accounts found"),
+        Err(e) => tracing::error!(error = %e, "technician page: the accounts file cannot be read; logins fail until it is fixed"),
+    }
+    tracing::info!(
+        url = %format!("https://{addr}/"),
+        fingerprint = %format!("SHA256:{}", cert.fingerprint),
+        "technician page listening; check that the browser shows this certificate fingerprint"
+    );
+    let policy = crate::technician::sessions::Policy {
+        idle_ms: t.session_idle_min * 60_000,
+        absolute_ms: t.session_max_h * 3_600_000,
+    };
+    let state = WebState::new(shared.clone(), data_dir.to_path_buf(), policy);
+    let task = tokio::spawn(crate::technician::serve(listener, state, cancel.clone()));
+    Ok((
+        TechnicianReady {
+            addr,
+            fingerprint: cert.fingerprint,
+            cert: cert.cert,
+        },
+        task,
+    ))
 }
 
 /// The decommission flow (see `crate::decommission`): deliver, have the
@@ -867,6 +1079,46 @@ fn journal_loop(
                     // were classified against the register before it.
                     let _ = reply.send(change_devices(&mut journal, shared, &change));
                 }
+                JournalCmd::PendingSeen(id) => {
+                    if let Some(request) = shared.gate.pending_get(&id) {
+                        if let Err(e) = journal.write_pending(&id, Some(&request)) {
+                            tracing::warn!(device = %id, error = %e, "cannot record the join request in the journal; it is kept in memory");
+                        }
+                    }
+                }
+                JournalCmd::Accept { mut device, reply } => {
+                    let result = match shared.gate.pending_get(&device.id) {
+                        None => Err(RegisterError::NotPending(device.id.clone()).into()),
+                        Some(request) => {
+                            device.key_hash = Some(request.key_hash);
+                            let r =
+                                change_devices(&mut journal, shared, &Change::Add(device.clone()));
+                            if r.is_ok() {
+                                shared.gate.pending_remove(&device.id);
+                                tracing::info!(device = %device.id, "join request accepted: the device is paired with the key it presented; its events are taken from now on");
+                            }
+                            r
+                        }
+                    };
+                    let _ = reply.send(result);
+                }
+                JournalCmd::Reject { id, reply } => {
+                    let result = if shared.gate.is_pending(&id) {
+                        journal
+                            .write_pending(&id, None)
+                            .map(|()| {
+                                shared.gate.pending_remove(&id);
+                                shared
+                                    .metrics
+                                    .inc("device_join_requests_rejected_total", "");
+                                tracing::info!(device = %id, "join request rejected");
+                            })
+                            .map_err(DeviceChangeError::from)
+                    } else {
+                        Err(RegisterError::NotPending(id).into())
+                    };
+                    let _ = reply.send(result);
+                }
                 JournalCmd::RemoteConfig { push, reply } => {
                     let _ = reply.send(remote_config(&mut journal, shared, push));
                 }
@@ -916,6 +1168,20 @@ fn journal_loop(
                 }
                 JournalCmd::Device(p) => {
                     let topic = p.topic.clone();
+                    // A device asking to join: nothing it sends is taken
+                    // (no receipt either, so it keeps its events) until a
+                    // technician accepts it.
+                    if let Some(t) = topic::DeviceTopic::parse(&topic) {
+                        let id = t.device_id();
+                        if shared.gate.is_pending(id)
+                            && shared.register.read().is_ok_and(|r| r.get(id).is_none())
+                        {
+                            metrics.inc("device_messages_pending_total", "");
+                            tracing::debug!(device = %id, "message from a device asking to join: not taken until it is accepted");
+                            plans.push((p, Plan::Nothing));
+                            continue;
+                        }
+                    }
                     let incoming = {
                         let register = shared.register.read().unwrap_or_else(|e| e.into_inner());
                         classify(&topic, &p.payload, &register)
@@ -1133,19 +1399,149 @@ fn change_devices(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .apply(&writes);
+    // A device paired is no longer asking to join (the journal dropped
+    // its request in the same transaction).
+    for (id, d) in &writes {
+        if d.is_some() {
+            shared.gate.pending_remove(id);
+        }
+    }
     match change {
         Change::Add(d) => {
             shared.publish_cfg(&d.id);
             tracing::info!(device = %d.id, kind = ?d.device_type, "device paired")
         }
-        Change::Swap { old, new_id } => {
+        Change::Swap { old, new_id, .. } => {
             shared.publish_cfg(new_id);
-            tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement; the old id is refused from now on")
+            tracing::info!(old = %old, new = %new_id, "device swapped: settings moved to the replacement, which has its own key; the old id is refused from now on")
+        }
+        Change::Rekey { id, .. } => {
+            tracing::info!(device = %id, "device given a new key: the old key no longer connects")
         }
         Change::Remove(id) => tracing::info!(device = %id, "device removed from the register"),
     }
     shared.metrics.inc("device_register_changes_total", "");
+    if shared.local_broker.manages_mosquitto() {
+        sync_mosquitto(shared);
+    }
     Ok(())
+}
+
+/// The embedded broker's authenticator and authorizer, backed by the
+/// gate. They hold the gateway weakly: rumqttd outlives a gateway stopped
+/// in-process, and refuses everyone once it is gone.
+fn embedded_access(
+    shared: std::sync::Weak<Shared>,
+) -> (
+    trygg_uplink::broker::Authenticator,
+    trygg_uplink::broker::Authorizer,
+) {
+    use crate::device_auth::Verdict;
+    let weak = shared.clone();
+    // A device retrying with a wrong key would fill the log: one line per
+    // client id and reason every 10 s (the metric counts them all).
+    let logged: Mutex<HashMap<(String, &'static str), Instant>> = Mutex::new(HashMap::new());
+    let authenticate = move |client_id: &str, username: &str, password: &str| -> bool {
+        let Some(s) = weak.upgrade() else {
+            return false;
+        };
+        let send = |cmd: JournalCmd| {
+            let tx = s.admin.lock().ok().and_then(|a| a.clone());
+            if let Some(tx) = tx {
+                let _ = tx.try_send(cmd);
+            }
+        };
+        match s.gate.authenticate(client_id, username, password, now_ms()) {
+            Verdict::Gateway | Verdict::Device => true,
+            Verdict::Pending { write } => {
+                if write {
+                    s.metrics.inc("device_join_requests_total", "");
+                    tracing::warn!(device = %username, "an unknown device is asking to join (first contact): it may connect, but nothing it sends is taken until a technician accepts it (`trygg-gateway device pending`, then `device accept` or `device reject`)");
+                    send(JournalCmd::PendingSeen(username.to_string()));
+                }
+                true
+            }
+            Verdict::Refused {
+                code,
+                reason,
+                raise,
+            } => {
+                s.metrics.inc(
+                    "device_connects_refused_total",
+                    &format!("reason=\"{code}\""),
+                );
+                let client: String = client_id.chars().take(80).collect();
+                let due = logged.lock().is_ok_and(|mut m| {
+                    if m.len() > 1000 {
+                        m.clear();
+                    }
+                    let key = (client.clone(), code);
+                    let due = m
+                        .get(&key)
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                    if due {
+                        m.insert(key, Instant::now());
+                    }
+                    due
+                });
+                if due {
+                    tracing::warn!(client_id = %client, code, "device connection refused (logged once per 10 s per device and reason; device_connects_refused_total counts each): {reason}");
+                }
+                if let Some(event) = raise {
+                    s.metrics.inc("device_auth_failed_raised_total", "");
+                    tracing::error!(device = %username, "repeated wrong keys for a paired device (possible attack): raising device_auth_failed at the backend");
+                    send(JournalCmd::Raised(Raised::Events(vec![event])));
+                }
+                false
+            }
+        }
+    };
+    let authorize = move |r: &trygg_uplink::broker::AccessRequest| -> bool {
+        let Some(s) = shared.upgrade() else {
+            return false;
+        };
+        let access = match r.access {
+            trygg_uplink::broker::Access::Publish => crate::credentials::Access::Publish,
+            trygg_uplink::broker::Access::Subscribe => crate::credentials::Access::Subscribe,
+        };
+        let ok = s.gate.authorize(r.username, access, r.topic);
+        if !ok {
+            s.metrics.inc("device_access_refused_total", "");
+            tracing::warn!(
+                client_id = %r.client_id.chars().take(80).collect::<String>(),
+                topic = %r.topic.chars().take(128).collect::<String>(),
+                access = ?access,
+                "device refused a topic that is not its own (or it is no longer paired): its connection is closed"
+            );
+        }
+        ok
+    };
+    (Arc::new(authenticate), Arc::new(authorize))
+}
+
+/// Writes Mosquitto's password and ACL files from the register and makes
+/// it reload them; a failure is logged and counted (the register change
+/// stands, and the next change or restart writes the files again).
+fn sync_mosquitto(shared: &Shared) {
+    let register = shared
+        .register
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let c = &shared.broker_client;
+    match crate::mosquitto::sync(&shared.local_broker, &c.username, &c.key_hash, &register) {
+        Ok(()) => {
+            shared.metrics.inc("mosquitto_files_written_total", "");
+            tracing::info!(
+                devices = register.len(),
+                "Mosquitto's password and ACL files written and reload requested"
+            );
+        }
+        Err(e) => {
+            shared.metrics.inc("mosquitto_sync_failures_total", "");
+            tracing::error!(error = %e, "MOSQUITTO'S DEVICE CREDENTIALS ARE NOT UP TO DATE: the last register change does not hold at the broker until this is fixed (it is retried at the next change or restart)");
+        }
+    }
 }
 
 /// Applies a settings version from the backend, or refuses it; returns the

@@ -517,6 +517,7 @@ async fn start_backend(
 
 fn bench_devices(opts: &BenchOptions) -> Vec<Device> {
     let device = |id: String, device_type| Device {
+        key_hash: Some(crate::keys::key_hash(&id)),
         id,
         device_type,
         room: Some("bench".into()),
@@ -1223,11 +1224,10 @@ impl Publisher {
         confirm: Confirm,
         receipts: Option<Arrivals>,
     ) -> anyhow::Result<Publisher> {
-        let mut opts = MqttOptions::new(
-            format!("{device}-{}", rand::random::<u32>()),
-            url.host.clone(),
-            url.port,
-        );
+        // As a device connects to the gateway's broker: client id =
+        // username = device id, its key as password (a bare broker ignores them).
+        let mut opts = MqttOptions::new(device, url.host.clone(), url.port);
+        opts.set_credentials(device, crate::keys::device_key(device));
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)
             .set_inflight(u16::try_from(window + 16).unwrap_or(u16::MAX));

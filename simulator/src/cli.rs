@@ -54,8 +54,9 @@ enum Command {
         /// button_press, fall, smoke_fire, test_alarm.
         #[arg(long)]
         kind: Option<String>,
-        /// The demo's device broker (printed in its ready line).
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        /// The demo's control broker (`control-broker=` in its ready line;
+        /// the device broker lets only paired devices in).
+        #[arg(long, default_value = "mqtt://127.0.0.1:1884")]
         broker: String,
     },
     /// Measure the gateway against Mosquitto, on loopback, in one run.
@@ -491,14 +492,14 @@ async fn press(device: &str, kind: Option<&str>, broker: &str) -> anyhow::Result
                     return Ok::<PressResult, anyhow::Error>(serde_json::from_slice(&p.payload)?);
                 }
                 Ok(_) => {}
-                Err(e) => anyhow::bail!("cannot reach the demo's device broker at {url}: {e}. Is `trygg-sim demo` running? Its ready line names the broker."),
+                Err(e) => anyhow::bail!("cannot reach the demo's control broker at {url}: {e}. Is `trygg-sim demo` running? Its ready line names it (control-broker=)."),
             }
         }
     };
     let result = tokio::time::timeout(Duration::from_secs(15), wait)
         .await
         .context(
-        "no answer within 15 s: is `trygg-sim demo` running, and is --broker its device-broker?",
+        "no answer within 15 s: is `trygg-sim demo` running, and is --broker its control-broker?",
     )??;
     if let Some(e) = result.error {
         anyhow::bail!("{e}");

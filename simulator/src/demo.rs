@@ -18,6 +18,9 @@ use crate::home::SimHome;
 #[derive(Clone, Debug)]
 pub struct DemoReady {
     pub device_broker: MqttUrl,
+    /// The simulator's own broker, where `trygg-sim press` asks a
+    /// simulated button to be pressed.
+    pub control_broker: MqttUrl,
     pub api: SocketAddr,
     /// The staff console (log in with the demo users printed at start).
     pub console: SocketAddr,
@@ -30,8 +33,9 @@ impl DemoReady {
     /// The one line that says the demo is up (scripts and tests parse it).
     pub fn line(&self) -> String {
         format!(
-            "trygg demo ready: device-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={} console=http://{}",
+            "trygg demo ready: device-broker={} control-broker={} api=http://{} backend-broker={} gateway-api=http://{} data={} console=http://{}",
             self.device_broker,
+            self.control_broker,
             self.api,
             self.backend_broker,
             self.gateway_api,
@@ -119,6 +123,18 @@ pub async fn run_demo(
     // Enrolled as a technician would (a one-time code, the key made on the
     // gateway's side); kept for the next run of the demo.
     crate::enroll::enroll_gateway(&backend, &mut gw, "Demo home", "trygg-sim demo").await?;
+    // The technician page on loopback (accounts: `trygg-gateway technician
+    // add` with this run's data dir).
+    if let Some(t) = gw.technician.as_mut() {
+        t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    }
+    let technician_login = demo_technician(&gw.data_dir)?;
+    // The simulated devices' keys, paired with the gateway (the secret
+    // they come from is kept with the demo's data, so that a register kept
+    // from an earlier run still matches).
+    crate::keys::init_from_file(&data_dir.join("sim-device-keys.secret"))
+        .context("the simulated devices' key secret")?;
+    crate::keys::with_keys(&mut gw.devices);
     let devices = gw.devices.clone();
     let (gtx, grx) = tokio::sync::oneshot::channel();
     let gateway = tokio::spawn(trygg_gateway::run(
@@ -130,16 +146,45 @@ pub async fn run_demo(
         .await
         .context("the gateway stopped before it was ready (see the log above)")?;
 
-    // The home.
+    // The home, and the simulator's own broker where presses are asked for.
+    // 1884 beside the usual 1883 when the demo runs on its usual ports.
+    let control_port = if sim.demo.device_broker_port == 0 {
+        0
+    } else {
+        port_or_any(1884)
+    };
+    let control = tokio::task::spawn_blocking(move || {
+        trygg_uplink::broker::EmbeddedBroker::start(trygg_uplink::broker::BrokerSettings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, control_port)),
+            version: trygg_uplink::broker::MqttVersion::V4,
+            tls: None,
+            max_payload: 64 * 1024,
+            max_inflight: 100,
+            log_segment_bytes: trygg_uplink::broker::BrokerSettings::SMALL_LOG.0,
+            log_segments: trygg_uplink::broker::BrokerSettings::SMALL_LOG.1,
+            tls_config: None,
+            authenticator: None,
+            authorizer: None,
+        })
+    })
+    .await?
+    .context("starting the simulator's control broker")?;
+    let control = MqttUrl {
+        host: Ipv4Addr::LOCALHOST.to_string(),
+        port: control.addr.port(),
+        tls: false,
+    };
     let _home = SimHome::start(
         &devices,
         &gateway_ready.device_broker,
+        &control,
         &sim.home,
         cancel.clone(),
     );
 
     let ready = DemoReady {
         device_broker: gateway_ready.device_broker.clone(),
+        control_broker: control.clone(),
         api: backend.api,
         console: backend.console,
         backend_broker,
@@ -159,6 +204,16 @@ pub async fn run_demo(
             None => println!("                    {role}: user {user} (made by an earlier run on this data dir; its password was printed then)"),
         }
     }
+    if let Some(t) = &gateway_ready.technician {
+        println!(
+            "  Technician page:  https://{}/  (the gateway's own certificate: SHA256:{})",
+            t.addr, t.fingerprint
+        );
+        match &technician_login {
+            Some(p) => println!("                    user demo-tech, password {p}  (made for this run)"),
+            None => println!("                    user demo-tech (made by an earlier run on this data dir; its password was printed then)"),
+        }
+    }
     println!(
         "  Open alarms:      curl -s 'http://{}/api/v1/alarms?state=open'",
         ready.api
@@ -173,7 +228,11 @@ pub async fn run_demo(
     );
     println!(
         "  Press the button: trygg-sim press --device button-1 --broker {}",
-        ready.device_broker
+        ready.control_broker
+    );
+    println!(
+        "  Devices:          trygg-gateway device list --api {}   (each simulated device connects with its own key)",
+        ready.gateway_api
     );
     println!(
         "  Acknowledge:      curl -s -X POST -H 'content-type: application/json' -d '{{\"by\":\"kari\"}}' http://{}/api/v1/alarms/ID/acknowledge",
@@ -211,6 +270,24 @@ pub async fn run_demo(
 /// Makes the demo's console users (an operator and an administrator, with
 /// random passwords) and registers the demo resident and gateway in unit
 /// `demo`. Returns (user, role, password if made now).
+/// A technician account `demo-tech` for the gateway's page, with a password
+/// made for this run (printed), unless an earlier run made it.
+fn demo_technician(gateway_dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    use trygg_gateway::technician::accounts::AccountsFile;
+    let file = AccountsFile::in_dir(gateway_dir);
+    if file.load()?.get("demo-tech").is_some() {
+        return Ok(None);
+    }
+    let password: String = (0..16)
+        .map(|_| {
+            const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+            CHARS[rand::random_range(0..CHARS.len())] as char
+        })
+        .collect();
+    file.update(|a| a.add("demo-tech", &password, trygg_bridge::store::now_ms()))?;
+    Ok(Some(password))
+}
+
 fn demo_register(
     backend_dir: &std::path::Path,
     gateway_id: &str,

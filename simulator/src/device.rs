@@ -99,6 +99,9 @@ pub struct DeviceOptions {
     /// What its alarm button raises (`button_press`, `pull_cord`). The
     /// button has no pre-alarm window: a press is an alarm at once.
     pub button: EventKind,
+    /// Its key (MQTT password); `None`: its simulated key
+    /// ([`crate::keys::device_key`]).
+    pub key: Option<String>,
 }
 
 impl Default for DeviceOptions {
@@ -106,6 +109,7 @@ impl Default for DeviceOptions {
         DeviceOptions {
             heartbeat_every: None,
             button: EventKind::ButtonPress,
+            key: None,
         }
     }
 }
@@ -270,6 +274,12 @@ pub fn spawn_device_with(id: &str, broker: &MqttUrl, options: DeviceOptions) -> 
     };
     let mut link = LinkOptions::new(id, &broker.host, broker.port);
     link.heartbeats = options.heartbeat_every.is_some();
+    link.key = Some(
+        options
+            .key
+            .clone()
+            .unwrap_or_else(|| crate::keys::device_key(id)),
+    );
     let settings = DeviceSettings {
         heartbeat_ms: options
             .heartbeat_every

@@ -120,9 +120,14 @@ pub struct SimHome {
 
 impl SimHome {
     /// Starts every device and the home's daily life; stops with `cancel`.
+    /// Devices connect to `broker` (the gateway's device broker) with
+    /// their simulated keys; presses are asked for on `control`, a broker
+    /// of the simulator's own (the device broker lets no one but devices
+    /// and the gateway in).
     pub fn start(
         devices: &[Device],
         broker: &MqttUrl,
+        control: &MqttUrl,
         home: &Home,
         cancel: CancellationToken,
     ) -> SimHome {
@@ -140,6 +145,7 @@ impl SimHome {
                             DeviceOptions {
                                 heartbeat_every: Some(hb),
                                 button: button_kind(d.device_type),
+                                ..DeviceOptions::default()
                             },
                         ),
                     ),
@@ -193,7 +199,7 @@ impl SimHome {
             });
         }
         let home = SimHome { devices: map };
-        home.serve_presses(broker, cancel);
+        home.serve_presses(control, cancel);
         home
     }
 

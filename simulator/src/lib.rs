@@ -9,3 +9,4 @@ pub mod demo;
 pub mod device;
 pub mod enroll;
 pub mod home;
+pub mod keys;

@@ -306,6 +306,12 @@ pub fn gateway_config(dir: &Path, uplink: &MqttUrl, ca_file: &Path) -> trygg_gat
     if let Some((_, enroll)) = backend_of(&c.uplink.url) {
         c.enrollment.url = enroll;
     }
+    // The technician page on loopback, on a free port (HTTPS all the same).
+    if let Some(t) = c.technician.as_mut() {
+        t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    }
+    // Each device paired with its test key (see `device_key`).
+    trygg_sim::keys::with_keys(&mut c.devices);
     c
 }
 
@@ -325,10 +331,16 @@ pub async fn start_gateway(mut config: trygg_gateway::Config) -> InProcessGatewa
         Some(tx),
         stop.clone().cancelled_owned(),
     ));
-    let ready = tokio::time::timeout(Duration::from_secs(20), rx)
+    let ready = match tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .expect("gateway ready in 20 s")
-        .expect("gateway started");
+    {
+        Ok(r) => r,
+        Err(_) => match task.await {
+            Ok(Err(e)) => panic!("the gateway did not start: {e}"),
+            other => panic!("the gateway did not start: {other:?}"),
+        },
+    };
     InProcessGateway {
         local_api: Api::new(ready.local_api),
         ready,
@@ -507,6 +519,77 @@ impl Mosquitto {
     }
 }
 
+/// Where a Mosquitto that checks device credentials reads them, for the
+/// gateway's `[local_broker] mosquitto_*` settings.
+pub struct MosquittoAuth {
+    pub password_file: PathBuf,
+    pub acl_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Mosquitto {
+    /// A Mosquitto as a gateway on a Pi runs it: no anonymous clients, the
+    /// password and ACL files the gateway writes (empty until it does), and
+    /// a pid file for the gateway's SIGHUP.
+    pub fn start_with_auth() -> Result<(Mosquitto, MosquittoAuth), String> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("mosquitto is not installed: run `sudo apt-get install -y mosquitto` (scripts/test does)")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let auth = MosquittoAuth {
+            password_file: dir.path().join("trygg.passwd"),
+            acl_file: dir.path().join("trygg.acl"),
+            pid_file: dir.path().join("mosquitto.pid"),
+        };
+        for f in [&auth.password_file, &auth.acl_file] {
+            std::fs::write(f, "").map_err(|e| e.to_string())?;
+        }
+        let addr = free_addr();
+        let conf = dir.path().join("mosquitto.conf");
+        // `user`: Mosquitto re-reads the files on SIGHUP as the user it runs
+        // as, and they are private to the gateway's user (this test's).
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\nuser {user}\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n",
+                addr.port(),
+                auth.password_file.display(),
+                auth.acl_file.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {exe}: {e}"))?;
+        std::fs::write(&auth.pid_file, format!("{}\n", child.id())).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("mosquitto did not listen on {addr} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok((
+            Mosquitto {
+                child,
+                url: MqttUrl {
+                    host: "127.0.0.1".into(),
+                    port: addr.port(),
+                    tls: false,
+                },
+                _dir: dir,
+            },
+            auth,
+        ))
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -514,37 +597,85 @@ impl Drop for Mosquitto {
     }
 }
 
+/// The key of a device in the tests (and the simulator, same process):
+/// [`gateway_config`] pairs every device with it.
+pub use trygg_sim::keys::device_key;
+
+/// The device a device topic names.
+fn device_of(topic: &str) -> String {
+    topic
+        .strip_prefix("trygg/v1/dev/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("`{topic}` is not a device topic"))
+        .to_string()
+}
+
+/// One device's connection to the device broker.
+struct RawConn {
+    client: rumqttc::AsyncClient,
+    /// Times the connection failed (the broker closed it, or refused it).
+    errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Publishes raw payloads to the device broker, as a misbehaving device
-/// would, and collects what comes back on `trygg/v1/dev/+/ack`.
+/// would, and collects the receipts that come back. Each device id
+/// publishes on a connection of its own, as that device: client id =
+/// username = device id, password = its key ([`device_key`] unless
+/// [`RawDevice::set_key`] gave another), so the broker's checks apply.
 pub struct RawDevice {
-    pub client: rumqttc::AsyncClient,
+    broker: MqttUrl,
+    conns: tokio::sync::Mutex<std::collections::HashMap<String, RawConn>>,
+    keys: std::collections::HashMap<String, String>,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Value)>,
     pub receipts: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
 }
 
 impl RawDevice {
+    /// A device client of `broker`; connections are made as needed.
     pub async fn connect(broker: &MqttUrl) -> RawDevice {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        RawDevice {
+            broker: broker.clone(),
+            conns: Default::default(),
+            keys: Default::default(),
+            tx,
+            receipts: rx,
+        }
+    }
+
+    /// Device `id` connects with `key` from now on.
+    pub fn set_key(&mut self, id: &str, key: &str) {
+        self.keys.insert(id.to_string(), key.to_string());
+    }
+
+    /// Connects as `id` (if not yet) and waits until subscribed to its
+    /// receipts; `Err` with why when the broker refuses it within 5 s.
+    pub async fn connect_as(&self, id: &str) -> Result<(), String> {
         use rumqttc::{Event, MqttOptions, Packet, QoS};
-        let mut opts = MqttOptions::new(
-            format!("raw-{}", std::process::id()),
-            broker.host.clone(),
-            broker.port,
-        );
-        opts.set_keep_alive(Duration::from_secs(5))
+        let mut conns = self.conns.lock().await;
+        if conns.contains_key(id) {
+            return Ok(());
+        }
+        let key = self.keys.get(id).cloned().unwrap_or_else(|| device_key(id));
+        let mut opts = MqttOptions::new(id, self.broker.host.clone(), self.broker.port);
+        opts.set_credentials(id, key)
+            .set_keep_alive(Duration::from_secs(5))
             .set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        let sub = client.clone();
+        let ack = format!("trygg/v1/dev/{id}/ack");
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (sub, tx, errs) = (client.clone(), self.tx.clone(), errors.clone());
         tokio::spawn(async move {
             let mut subscribed_tx = Some(subscribed_tx);
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.subscribe("trygg/v1/dev/+/ack", QoS::AtLeastOnce).await;
+                        let _ = sub.subscribe(ack.clone(), QoS::AtLeastOnce).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(t) = subscribed_tx.take() {
-                            let _ = t.send(());
+                            let _ = t.send(Ok(()));
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -554,25 +685,73 @@ impl RawDevice {
                         }
                     }
                     Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        errs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(t) = subscribed_tx.take() {
+                            let _ = t.send(Err(e.to_string()));
+                            break;
+                        }
+                        if tx.is_closed() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
-            .await
-            .expect("subscribed in 10 s")
-            .expect("subscribed");
-        RawDevice {
-            client,
-            receipts: rx,
+        match tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await {
+            Ok(Ok(Ok(()))) => {
+                conns.insert(id.to_string(), RawConn { client, errors });
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err("connection task ended".into()),
+            Err(_) => Err("not connected and subscribed within 5 s".into()),
         }
     }
 
-    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client
+    /// How often device `id`'s connection failed (closed by the broker).
+    pub async fn connection_errors(&self, id: &str) -> u64 {
+        self.conns
+            .lock()
+            .await
+            .get(id)
+            .map(|c| c.errors.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Publishes `payload` to `topic` as device `id` (which may not be the
+    /// topic's device: the broker should refuse that).
+    pub async fn publish_as(&self, id: &str, topic: &str, payload: impl Into<Vec<u8>>) {
+        if let Err(e) = self.connect_as(id).await {
+            panic!("device {id} cannot connect to {}: {e}", self.broker);
+        }
+        let conns = self.conns.lock().await;
+        conns[id]
+            .client
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
             .await
             .expect("publish queued");
+    }
+
+    /// Subscribes to `filter` (QoS 1) as the device it names (connecting
+    /// it if needed); what arrives comes with the receipts.
+    pub async fn subscribe(&self, filter: &str) {
+        let id = device_of(filter);
+        if let Err(e) = self.connect_as(&id).await {
+            panic!("device {id} cannot connect to {}: {e}", self.broker);
+        }
+        let conns = self.conns.lock().await;
+        conns[&id]
+            .client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe queued");
+    }
+
+    /// Publishes `payload` to `topic` as the device the topic names.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.publish_as(&device_of(topic), topic, payload).await
     }
 
     /// The next receipt on `topic`, within 10 s.

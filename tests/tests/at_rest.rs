@@ -56,7 +56,7 @@ async fn pair_secret_device(api: &Api) {
     let (status, body) = api
         .post(
             "/api/v1/devices",
-            json!({"id": "button-9", "type": "safety_button", "room": "Soverom-nord", "resident": "r-secret-4711"}),
+            json!({"id": "button-9", "type": "safety_button", "room": "Soverom-nord", "resident": "r-secret-4711", "key": device_key("button-9")}),
         )
         .await;
     assert_eq!(status, 201, "{body}");

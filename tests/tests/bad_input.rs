@@ -43,12 +43,13 @@ async fn each_bad_device_payload_is_rejected_counted_kept_aside_and_the_gateway_
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let backend = start_backend(&dir.path().join("backend")).await;
-    let gateway = start_gateway(gateway_config(
+    let mut config = gateway_config(
         &dir.path().join("gateway"),
         &backend.ready.broker,
         &backend.ready.ca_file,
-    ))
-    .await;
+    );
+    config.local_broker.first_contact = false;
+    let gateway = start_gateway(config).await;
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
 
     // Malformed JSON: no seq can be read, so no receipt; a dead letter.
@@ -71,18 +72,18 @@ async fn each_bad_device_payload_is_rejected_counted_kept_aside_and_the_gateway_
     assert_rejected(&dev.receipt_on(BUTTON_ACK).await, 6, "missing field `kind`");
     dead_letter(&gateway, "missing_field").await;
 
-    // An unknown device.
-    dev.publish(
-        "trygg/v1/dev/stranger-9/evt",
-        r#"{"v":1,"seq":7,"kind":"fall"}"#,
-    )
+    // An unknown device (first contact off): refused at the broker, counted.
+    assert!(dev.connect_as("stranger-9").await.is_err());
+    eventually(Duration::from_secs(5), "the refusal counted", || {
+        let api = gateway.local_api.clone();
+        async move {
+            (api.metric("device_connects_refused_total", "reason=\"unknown_device\"")
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
     .await;
-    assert_rejected(
-        &dev.receipt_on("trygg/v1/dev/stranger-9/ack").await,
-        7,
-        "not in this gateway's register",
-    );
-    dead_letter(&gateway, "unknown_device").await;
 
     // A payload over 4 KiB: refused unread, kept (cut to 4 KiB) with its size.
     let big = format!(
@@ -122,7 +123,6 @@ async fn each_bad_device_payload_is_rejected_counted_kept_aside_and_the_gateway_
         "malformed_json",
         "wrong_schema_version",
         "missing_field",
-        "unknown_device",
         "too_large",
         "sequence_backwards",
     ] {

@@ -30,7 +30,7 @@ async fn demo_is_ready_takes_a_press_and_stops_cleanly_on_ctrl_c() {
         "{}",
         demo.ready_line
     );
-    let broker = demo.field("device-broker");
+    let broker = demo.field("control-broker");
     let api = Api::new(
         demo.field("api")
             .trim_start_matches("http://")

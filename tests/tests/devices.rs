@@ -1,6 +1,7 @@
 //! The device register of a running gateway, end to end: a device paired
-//! through the local API is taken at once, one removed is refused, a swap
-//! carries room and resident to the replacement, and `trygg-gateway
+//! through the local API with its key connects and is taken at once, one
+//! removed is cut off, a swap carries room and resident to the
+//! replacement (which gets a key of its own), and `trygg-gateway
 //! test-alarm` is confirmed by the backend without opening an alarm.
 
 use std::time::Duration;
@@ -48,37 +49,60 @@ async fn delete(base: &str, path: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Whether `device`'s event `seq` reached the backend within `wait`.
+async fn at_backend(api: &Api, device: &str, seq: u64, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if api.device_seqs(device).await.contains(&seq) {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn devices_are_paired_swapped_and_removed_on_a_running_gateway() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let backend = start_backend(&dir.path().join("backend")).await;
-    let config = gateway_config(
+    let mut config = gateway_config(
         &dir.path().join("gateway"),
         &backend.ready.broker,
         &backend.ready.ca_file,
     );
+    // Unknown devices are refused outright here (first contact has its
+    // own test).
+    config.local_broker.first_contact = false;
     let gateway = start_gateway(config).await;
     let api = &gateway.local_api;
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
 
-    // Not paired yet: refused.
-    dev.publish("trygg/v1/dev/button-7/evt", evt(1, "button_press"))
-        .await;
-    let r = dev.receipt_on("trygg/v1/dev/button-7/ack").await;
-    assert_eq!(r["status"], "rejected", "{r}");
+    // Not paired yet: it cannot even connect.
+    let refused = dev.connect_as("button-7").await;
+    assert!(refused.is_err(), "an unpaired device connected");
+    assert!(
+        api.metric("device_connects_refused_total", "reason=\"unknown_device\"")
+            .await
+            >= 1.0
+    );
 
-    // Paired through the API: its next event is committed, with its place.
+    // Paired through the API with the key from its label: it connects, and
+    // its next event is committed, with its place.
     let (status, body) = api
         .post(
             "/api/v1/devices",
-            json!({"id": "button-7", "type": "safety_button", "room": "kitchen", "resident": "r-0042", "supervision_s": 600}),
+            json!({"id": "button-7", "type": "safety_button", "room": "kitchen", "resident": "r-0042", "supervision_s": 600, "key": device_key("button-7")}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["room"], "kitchen");
     assert_eq!(body["supervision_s"], 600);
     assert_eq!(body["health"]["supervision"], "ok");
+    assert_eq!(body["has_key"], true);
+    assert!(body.get("key").is_none(), "a key given is never shown back");
     dev.publish(
         "trygg/v1/dev/button-7/hb",
         r#"{"v":1,"battery":77,"rssi":-58}"#,
@@ -109,7 +133,7 @@ async fn devices_are_paired_swapped_and_removed_on_a_running_gateway() {
         .unwrap();
     assert_eq!(list.len(), 8, "the 7 of the config and button-7");
 
-    // Pairing it again, or a bad id: refused with a clear message.
+    // Pairing it again, a bad id or a bad key: refused with a clear message.
     let (status, body) = api
         .post(
             "/api/v1/devices",
@@ -139,8 +163,17 @@ async fn devices_are_paired_swapped_and_removed_on_a_running_gateway() {
         body["error"].as_str().unwrap().contains("teleporter"),
         "{body}"
     );
+    let (status, body) = api
+        .post(
+            "/api/v1/devices",
+            json!({"id": "x-1", "type": "pull_cord", "key": "short"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("label"), "{body}");
 
-    // Swap: the replacement carries room and resident; the old id is refused.
+    // Swap: the replacement carries room and resident and has a key of its
+    // own, generated and shown once; the old one is cut off.
     let (status, body) = api
         .post(
             "/api/v1/devices/button-7/swap",
@@ -163,9 +196,19 @@ async fn devices_are_paired_swapped_and_removed_on_a_running_gateway() {
         ),
         "{body}"
     );
-    dev.publish("trygg/v1/dev/button-8/evt", evt(1, "tamper"))
+    let new_key = body["key"].as_str().expect("a generated key").to_string();
+    assert_eq!(new_key.len(), 32, "{body}");
+    // The old device's key is not the new one's.
+    dev.set_key("button-8", &device_key("button-7"));
+    assert!(
+        dev.connect_as("button-8").await.is_err(),
+        "button-8 with button-7's key"
+    );
+    let mut dev8 = RawDevice::connect(&gateway.ready.device_broker).await;
+    dev8.set_key("button-8", &new_key);
+    dev8.publish("trygg/v1/dev/button-8/evt", evt(1, "tamper"))
         .await;
-    let r = dev.receipt_on("trygg/v1/dev/button-8/ack").await;
+    let r = dev8.receipt_on("trygg/v1/dev/button-8/ack").await;
     assert_eq!(r["status"], "committed", "{r}");
     let e = event_at_backend(&backend.api, "button-8", "tamper").await;
     assert_eq!(
@@ -173,37 +216,48 @@ async fn devices_are_paired_swapped_and_removed_on_a_running_gateway() {
         (&json!("kitchen"), &json!("r-0042")),
         "{e}"
     );
+    // button-7 is still connected from before: its next publish closes its
+    // connection, the event goes nowhere, and it cannot connect again.
     dev.publish("trygg/v1/dev/button-7/evt", evt(3, "button_press"))
         .await;
-    let r = dev.receipt_on("trygg/v1/dev/button-7/ack").await;
-    assert_eq!(r["status"], "rejected", "{r}");
-    assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not in this gateway's register"),
-        "{r}"
-    );
+    eventually(
+        Duration::from_secs(10),
+        "button-7's connection closed",
+        || {
+            let dev = &dev;
+            async move { (dev.connection_errors("button-7").await > 0).then_some(()) }
+        },
+    )
+    .await;
+    assert!(!at_backend(&backend.api, "button-7", 3, Duration::from_secs(2)).await);
+    let mut again = RawDevice::connect(&gateway.ready.device_broker).await;
+    assert!(again.connect_as("button-7").await.is_err());
+    again.set_key("button-7", &new_key);
+    assert!(again.connect_as("button-7").await.is_err());
 
-    // Remove: its late events are refused as unknown_device.
+    // Remove: it cannot connect any more, and what it sent goes nowhere.
     let (status, body) = delete(&api.base, "/api/v1/devices/button-8").await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = delete(&api.base, "/api/v1/devices/button-8").await;
     assert_eq!(status, 404);
-    dev.publish("trygg/v1/dev/button-8/evt", evt(2, "button_press"))
+    dev8.publish("trygg/v1/dev/button-8/evt", evt(2, "button_press"))
         .await;
-    let r = dev.receipt_on("trygg/v1/dev/button-8/ack").await;
-    assert_eq!(r["status"], "rejected", "{r}");
-    let letters = api.get("/api/v1/dead-letters").await;
+    eventually(
+        Duration::from_secs(10),
+        "button-8's connection closed",
+        || {
+            let dev8 = &dev8;
+            async move { (dev8.connection_errors("button-8").await > 0).then_some(()) }
+        },
+    )
+    .await;
+    let mut gone = RawDevice::connect(&gateway.ready.device_broker).await;
+    gone.set_key("button-8", &new_key);
     assert!(
-        letters["dead_letters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["reason_code"] == "unknown_device"
-                && d["topic"] == "trygg/v1/dev/button-8/evt"),
-        "{letters}"
+        gone.connect_as("button-8").await.is_err(),
+        "a removed device connected"
     );
+    assert!(!at_backend(&backend.api, "button-8", 2, Duration::from_secs(2)).await);
 
     // The register survives a restart; the config's [[devices]] does not
     // put the removed one back.

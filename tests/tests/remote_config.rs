@@ -61,10 +61,7 @@ async fn settings_are_pushed_applied_confirmed_and_kept() {
 
     // A device listens to its settings.
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
-    dev.client
-        .subscribe("trygg/v1/dev/button-1/cfg", rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    dev.subscribe("trygg/v1/dev/button-1/cfg").await;
 
     let (status, body) = put(
         &backend.api,
@@ -128,10 +125,7 @@ async fn settings_are_pushed_applied_confirmed_and_kept() {
     assert_eq!(device["supervision_s"], 300);
     // The embedded broker started afresh: the device gets its settings again.
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
-    dev.client
-        .subscribe("trygg/v1/dev/button-1/cfg", rumqttc::QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    dev.subscribe("trygg/v1/dev/button-1/cfg").await;
     assert_eq!(
         dev.receipt_on("trygg/v1/dev/button-1/cfg").await,
         json!({"v": 1, "pre_alarm_s": 5})

@@ -35,6 +35,9 @@ pub struct LinkOptions {
     /// Whether heartbeats go out. A device that is told to stay silent
     /// (some tests) has them dropped here; the firmware always sends them.
     pub heartbeats: bool,
+    /// The device's key (its MQTT password). With one, the device connects
+    /// as the gateway's brokers require: client id = username = device id.
+    pub key: Option<String>,
 }
 
 impl LinkOptions {
@@ -47,6 +50,7 @@ impl LinkOptions {
             queue: 4096,
             inflight: 200,
             heartbeats: true,
+            key: None,
         }
     }
 }
@@ -103,11 +107,14 @@ impl MqttTransport {
 ///
 /// Must be called within a tokio runtime.
 pub fn connect(o: &LinkOptions) -> (MqttTransport, mpsc::UnboundedReceiver<LinkEvent>) {
-    let mut opts = MqttOptions::new(
-        format!("dev-{}-{}", o.device_id, rand::random::<u32>()),
-        o.host.clone(),
-        o.port,
-    );
+    let client_id = match &o.key {
+        Some(_) => o.device_id.clone(),
+        None => format!("dev-{}-{}", o.device_id, rand::random::<u32>()),
+    };
+    let mut opts = MqttOptions::new(client_id, o.host.clone(), o.port);
+    if let Some(key) = &o.key {
+        opts.set_credentials(o.device_id.clone(), key.clone());
+    }
     opts.set_keep_alive(o.keep_alive)
         .set_clean_session(true)
         .set_inflight(o.inflight);

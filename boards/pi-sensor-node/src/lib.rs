@@ -158,6 +158,9 @@ pub struct NodeConfig {
     pub device_id: String,
     pub broker_host: String,
     pub broker_port: u16,
+    /// Its key (MQTT password), as paired with the gateway
+    /// (`trygg-gateway device add ID --key KEY`).
+    pub key: Option<String>,
     pub pins: PinMap,
     pub flash: PathBuf,
     pub hardware: Hardware,
@@ -336,7 +339,8 @@ where
         std::fs::create_dir_all(dir).map_err(|e| flash_err(e.into()))?;
     }
     let flash = FileFlash::<SECTOR>::open(&config.flash, SECTORS).map_err(flash_err)?;
-    let link = LinkOptions::new(&config.device_id, &config.broker_host, config.broker_port);
+    let mut link = LinkOptions::new(&config.device_id, &config.broker_host, config.broker_port);
+    link.key = config.key.clone();
     let mut node = HostDevice::<_, QUEUE>::start(
         &link,
         flash,

@@ -30,6 +30,12 @@ struct Args {
     /// The gateway's device broker.
     #[arg(long, env = "TRYGG_BROKER", default_value = "mqtt://127.0.0.1:1883")]
     broker: String,
+    /// The node's key (its MQTT password), as paired with the gateway
+    /// (`trygg-gateway device add ID --key KEY`); the broker refuses a
+    /// node without it. Prefer the environment variable: arguments show
+    /// in the process list.
+    #[arg(long, env = "TRYGG_DEVICE_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// Inputs and their BCM GPIO numbers: any of pir=, door=, button=.
     #[arg(long, default_value = "pir=17,door=27")]
     pins: PinMap,
@@ -76,6 +82,7 @@ fn main() -> ExitCode {
         device_id: args.device_id,
         broker_host,
         broker_port,
+        key: args.key,
         pins: args.pins,
         hardware: if args.simulated {
             Hardware::Simulated

@@ -24,6 +24,8 @@ impl Node {
             .arg(format!("mqtt://{}:{}", broker.host, broker.port))
             .arg("--flash")
             .arg(flash)
+            // Its key, as the gateway paired it (gateway_config).
+            .env("TRYGG_DEVICE_KEY", device_key("motion-1"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -187,6 +187,8 @@ kinds! {
     BedOccupied,      "bed_occupied",      Telemetry, Green, Some("4.20"), Some("0012"), None, "Lagt seg i sengen", "In bed";
     BedVacated,       "bed_vacated",       Telemetry, Green, None,         Some("0012"), None, "Ute av sengen", "Out of bed";
     Temperature,      "temperature",       Telemetry, Green, None,         None,         None, "Temperatur", "Temperature";
+    // Technical, added later (kept last so that earlier kinds keep their index).
+    DeviceAuthFailed, "device_auth_failed", Technical, Yellow, None, None, None, "Gjentatte feil nøkler fra en enhet (mulig angrep)", "Repeated wrong keys from a device (possible attack)";
 }
 
 impl EventKind {
@@ -231,6 +233,7 @@ impl EventKind {
                 | EventKind::UplinkPathDown
                 | EventKind::SequenceGap
                 | EventKind::AccessRefused
+                | EventKind::DeviceAuthFailed
         )
     }
 

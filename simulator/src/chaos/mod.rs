@@ -285,6 +285,9 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     gw.uplink.receipt_timeout_s = RECEIPT_TIMEOUT_S;
     gw.journal.drop_report_s = 1;
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, local_api));
+    // No technician page: chaos kills and restarts the gateway, and a page
+    // on a fixed port would only get in the way.
+    gw.technician = None;
     gw.devices = devices.clone();
     // The gateway enrolls at its first start with a one-time code the
     // backend makes once it runs (below); enrollment goes straight to the
@@ -293,6 +296,8 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     gw.enrollment.url = format!("https://127.0.0.1:{enroll_port}");
     gw.enrollment.code_file = Some(enroll_code_file.clone());
     let identity = trygg_uplink::enroll::IdentityFiles::in_data_dir(&gw.data_dir);
+    // Each simulated device connects with its own key (this process's).
+    crate::keys::with_keys(&mut gw.devices);
     let device_broker = MqttUrl {
         host: "127.0.0.1".into(),
         port: device_port,
