@@ -62,6 +62,12 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/v1/stream", get(stream)),
         ("/api/v1/dead-letters", get(dead_letters)),
         (
+            "/api/v1/enrollment-codes",
+            get(list_enroll_codes).post(create_enroll_code),
+        ),
+        ("/api/v1/gateways", get(list_gateways)),
+        ("/api/v1/gateways/{id}/revoke", post(revoke_gateway)),
+        (
             "/api/v1/gateways/{id}/settings",
             get(get_gateway_settings).put(put_gateway_settings),
         ),
@@ -266,6 +272,103 @@ async fn close(
         },
     )
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollCodeBody {
+    gateway: String,
+    site: String,
+    /// Seconds; 24 h when not given.
+    #[serde(default)]
+    valid_s: Option<u64>,
+    /// Who asks (audited); `api` when not given.
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// Makes a one-time enrollment code (what `trygg-bridge enroll-code
+/// create` uses while the bridge runs). The code is in this answer only.
+async fn create_enroll_code(State(s): State<AppState>, bytes: Bytes) -> Result<Response, ApiError> {
+    let b: EnrollCodeBody = body(&bytes)?;
+    let valid_ms = b
+        .valid_s
+        .map(|v| v.saturating_mul(1000))
+        .unwrap_or(crate::enrollment::DEFAULT_CODE_VALID_MS);
+    let by = b.by.unwrap_or_else(|| "api".into());
+    let store = s.store.clone();
+    let now = crate::store::now_ms();
+    let made = tokio::task::spawn_blocking(move || {
+        store.create_enroll_code(&b.gateway, &b.site, valid_ms, &by, "api", now)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match made {
+        Ok((code, record)) => {
+            tracing::info!(gateway = %record.gateway, site = %record.site, by = %record.created_by, "enrollment code made");
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({
+                    "code": code,
+                    "gateway": record.gateway,
+                    "site": record.site,
+                    "expires_ms": record.expires_ms,
+                    "expires": trygg_uplink::enroll::utc_text(record.expires_ms),
+                })),
+            )
+                .into_response())
+        }
+        Err(crate::enrollment::CodeError::Store(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Every enrollment code made (never the codes themselves), newest first.
+async fn list_enroll_codes(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let codes = read(&s.store, |st| st.enroll_codes()).await?;
+    Ok(Json(json!({ "codes": codes })))
+}
+
+/// Every certificate issued to a gateway, oldest first.
+async fn list_gateways(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let certs = read(&s.store, |st| st.gateway_certs()).await?;
+    Ok(Json(json!({ "certificates": certs })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    by: String,
+    reason: String,
+}
+
+/// Revokes every certificate of a gateway (audited): it is refused from
+/// its next connection attempt.
+async fn revoke_gateway(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let b: RevokeBody = body(&bytes)?;
+    if b.by.trim().is_empty() || b.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "give `by` (who revokes) and `reason` (why: stolen, decommissioned, replaced, ...)",
+        ));
+    }
+    let store = s.store.clone();
+    let gw = id.clone();
+    let now = crate::store::now_ms();
+    let revoked = tokio::task::spawn_blocking(move || {
+        store.revoke_gateway(&gw, &b.by, &b.reason, "api", now)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    tracing::warn!(gateway = %id, revoked, "gateway revoked: refused from its next connection");
+    Ok(Json(json!({ "gateway": id, "revoked": revoked })).into_response())
 }
 
 /// The gateway's settings as the backend keeps them, with the gateway's

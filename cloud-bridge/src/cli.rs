@@ -60,6 +60,21 @@ enum Command {
         #[command(subcommand)]
         action: ResidentAction,
     },
+    /// One-time enrollment codes: make one for a gateway a technician is
+    /// about to install, list those made.
+    ///
+    /// These work whether the bridge runs or not: with the bridge stopped
+    /// they open its store, while it runs they ask its service API
+    /// ([api] listen, loopback).
+    EnrollCode {
+        #[command(subcommand)]
+        action: EnrollCodeAction,
+    },
+    /// Enrolled gateways: list their certificates, revoke one.
+    Gateway {
+        #[command(subcommand)]
+        action: GatewayAction,
+    },
     /// Put a gateway in a unit: its alarms without a registered resident
     /// go to that unit's staff.
     ///
@@ -122,6 +137,293 @@ enum UserAction {
     },
     /// List the users: username, role, units, groups, language, state.
     List,
+}
+
+#[derive(Subcommand)]
+enum EnrollCodeAction {
+    /// Make a one-time code for one gateway at one site. It is printed
+    /// once (the backend keeps only its hash) and spent by its first use.
+    ///
+    /// Example:
+    ///
+    ///   trygg-bridge enroll-code create --gateway gw-123 --site "Frogner 12" --valid 24h
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// The gateway's id (its config's `gateway_id`).
+        #[arg(long)]
+        gateway: String,
+        /// Where it is installed (an address or a name staff know).
+        #[arg(long)]
+        site: String,
+        /// How long the code is valid: e.g. 30m, 24h, 7d (at most 30d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration_ms)]
+        valid: u64,
+    },
+    /// List the codes made: gateway, site, who made it, state.
+    List,
+}
+
+#[derive(Subcommand)]
+enum GatewayAction {
+    /// List the certificates issued to gateways, revoked or not.
+    List,
+    /// Revoke every certificate of a gateway (stolen, decommissioned,
+    /// replaced): the uplink refuses it from its next connection attempt.
+    /// Audited. Its unused enrollment codes are spent too.
+    ///
+    /// Example:
+    ///
+    ///   trygg-bridge gateway revoke gw-123 --reason "kit stolen"
+    #[command(verbatim_doc_comment)]
+    Revoke {
+        /// The gateway's id.
+        gateway: String,
+        /// Why (kept in the audit log and on the certificate).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `30m`, `24h`, `7d`, `90s` or plain seconds, in ms.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write e.g. 30m, 24h or 7d"))?;
+    let unit_ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d (e.g. 24h)")),
+    };
+    Ok(n.saturating_mul(unit_ms))
+}
+
+/// Where a command that must also work while the bridge runs goes: the
+/// store (bridge stopped) or the running bridge's loopback service API.
+enum Backend {
+    Store(Store),
+    Api(std::net::SocketAddr),
+}
+
+fn open_store_or_api(config: &Config) -> anyhow::Result<Backend> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("bridge.redb");
+    match Store::open(&path) {
+        Ok(s) => Ok(Backend::Store(s)),
+        Err(StoreError::Redb(redb::Error::DatabaseAlreadyOpen)) => {
+            if config.api.listen.port() == 0 {
+                anyhow::bail!(
+                    "the bridge is running, and its service API has no fixed port ([api] listen                      ends in :0) to ask it through: set one, or stop the bridge and run this again"
+                );
+            }
+            Ok(Backend::Api(config.api.listen))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store {}", path.display())),
+    }
+}
+
+/// The JSON answer of the running bridge's API, or its error in plain words.
+async fn api_answer(
+    call: Result<(u16, Vec<u8>), trygg_uplink::enroll::EnrollError>,
+    ok: u16,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = call.map_err(|e| {
+        anyhow::anyhow!("the bridge's store is in use but its service API does not answer: {e}")
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != ok {
+        anyhow::bail!(
+            "{}",
+            v["error"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("the bridge answered HTTP {status}"))
+        );
+    }
+    Ok(v)
+}
+
+async fn enroll_code_command(config: &Config, action: EnrollCodeAction) -> anyhow::Result<()> {
+    match action {
+        EnrollCodeAction::Create {
+            gateway,
+            site,
+            valid,
+        } => {
+            let (code, expires_ms) = match open_store_or_api(config)? {
+                Backend::Store(store) => {
+                    let (code, record) = store.create_enroll_code(
+                        &gateway,
+                        &site,
+                        valid,
+                        &cli_actor(),
+                        "cli",
+                        now_ms(),
+                    )?;
+                    (code, record.expires_ms)
+                }
+                Backend::Api(api) => {
+                    let v = api_answer(
+                        trygg_uplink::enroll::api_post(
+                            api,
+                            "/api/v1/enrollment-codes",
+                            &serde_json::json!({
+                                "gateway": gateway,
+                                "site": site,
+                                "valid_s": valid / 1000,
+                                "by": cli_actor(),
+                            }),
+                        )
+                        .await,
+                        201,
+                    )
+                    .await?;
+                    (
+                        v["code"].as_str().unwrap_or_default().to_string(),
+                        v["expires_ms"].as_u64().unwrap_or_default(),
+                    )
+                }
+            };
+            let e = &config.enrollment.listen;
+            println!(
+                "Enrollment code for gateway {gateway} at \"{site}\":\n\n    {code}\n\n\
+                 Valid until {}, for one use. It is shown only now (the backend keeps only its\n\
+                 hash): give it to the technician installing the gateway. On the gateway, run\n\n    \
+                 trygg-gateway enroll --code {code}\n\n\
+                 The gateway gets its certificate from this backend's enrollment endpoint\n\
+                 (https://HOST:{}, its config's [enrollment] url) and then connects to the uplink\n\
+                 with it. A wrong, used or expired code is refused and raised as an access_refused\n\
+                 technical alarm.",
+                trygg_uplink::enroll::utc_text(expires_ms),
+                e.port()
+            );
+            Ok(())
+        }
+        EnrollCodeAction::List => {
+            let codes: Vec<crate::enrollment::EnrollCode> = match open_store_or_api(config)? {
+                Backend::Store(store) => store.enroll_codes()?,
+                Backend::Api(api) => {
+                    let v = api_answer(
+                        trygg_uplink::enroll::api_get(api, "/api/v1/enrollment-codes").await,
+                        200,
+                    )
+                    .await?;
+                    serde_json::from_value(v["codes"].clone()).context("the bridge's answer")?
+                }
+            };
+            if codes.is_empty() {
+                println!("no enrollment codes yet: make one with\n  trygg-bridge enroll-code create --gateway ID --site \"ADDRESS\"");
+                return Ok(());
+            }
+            let now = now_ms();
+            println!(
+                "{:<20} {:<24} {:<16} {:<22} STATE",
+                "GATEWAY", "SITE", "MADE BY", "EXPIRES"
+            );
+            for c in codes {
+                let state = match c.used_ms {
+                    Some(at) => format!("used {}", trygg_uplink::enroll::utc_text(at)),
+                    None if c.expires_ms <= now => "expired".to_string(),
+                    None => "open".to_string(),
+                };
+                println!(
+                    "{:<20} {:<24} {:<16} {:<22} {state}",
+                    c.gateway,
+                    c.site,
+                    c.created_by,
+                    trygg_uplink::enroll::utc_text(c.expires_ms)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn gateway_command(config: &Config, action: GatewayAction) -> anyhow::Result<()> {
+    match action {
+        GatewayAction::List => {
+            let certs: Vec<crate::enrollment::GatewayCert> = match open_store_or_api(config)? {
+                Backend::Store(store) => store.gateway_certs()?,
+                Backend::Api(api) => {
+                    let v = api_answer(
+                        trygg_uplink::enroll::api_get(api, "/api/v1/gateways").await,
+                        200,
+                    )
+                    .await?;
+                    serde_json::from_value(v["certificates"].clone())
+                        .context("the bridge's answer")?
+                }
+            };
+            if certs.is_empty() {
+                println!("no gateway is enrolled yet (trygg-bridge enroll-code create, then trygg-gateway enroll on the gateway)");
+                return Ok(());
+            }
+            let now = now_ms();
+            println!(
+                "{:<20} {:<24} {:<18} {:<22} STATE",
+                "GATEWAY", "SITE", "CERTIFICATE", "EXPIRES"
+            );
+            for c in certs {
+                let state = match &c.revoked {
+                    Some(r) => format!(
+                        "revoked {} by {}: {}",
+                        trygg_uplink::enroll::utc_text(r.at_ms),
+                        r.by,
+                        r.reason
+                    ),
+                    None if c.not_after_ms <= now => "expired".into(),
+                    None => "valid".into(),
+                };
+                println!(
+                    "{:<20} {:<24} {:<18} {:<22} {state}",
+                    c.gateway,
+                    c.site,
+                    &c.fingerprint[..16],
+                    trygg_uplink::enroll::utc_text(c.not_after_ms)
+                );
+            }
+            Ok(())
+        }
+        GatewayAction::Revoke { gateway, reason } => {
+            if reason.trim().is_empty() {
+                anyhow::bail!("give a --reason (stolen, decommissioned, replaced, ...): it is kept in the audit log");
+            }
+            let revoked = match open_store_or_api(config)? {
+                Backend::Store(store) => {
+                    store.revoke_gateway(&gateway, &cli_actor(), &reason, "cli", now_ms())?
+                }
+                Backend::Api(api) => {
+                    let v = api_answer(
+                        trygg_uplink::enroll::api_post(
+                            api,
+                            &format!("/api/v1/gateways/{gateway}/revoke"),
+                            &serde_json::json!({ "by": cli_actor(), "reason": reason }),
+                        )
+                        .await,
+                        200,
+                    )
+                    .await?;
+                    v["revoked"].as_u64().unwrap_or_default() as usize
+                }
+            };
+            if revoked == 0 {
+                println!("gateway {gateway} held no valid certificate: nothing revoked (recorded in the audit log)");
+            } else {
+                println!(
+                    "gateway {gateway}: {revoked} certificate(s) revoked; the uplink refuses it from its \
+                     next connection attempt. To bring it back, enroll it again with a new code."
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -411,6 +713,20 @@ pub async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         })()),
+        Command::EnrollCode { action } => plainly(
+            async {
+                let config = load(cli.config.as_ref())?;
+                enroll_code_command(&config, action).await
+            }
+            .await,
+        ),
+        Command::Gateway { action } => plainly(
+            async {
+                let config = load(cli.config.as_ref())?;
+                gateway_command(&config, action).await
+            }
+            .await,
+        ),
         Command::GatewayUnit { gateway, unit } => plainly((|| {
             let config = load(cli.config.as_ref())?;
             let store = open_store(&config)?;

@@ -20,6 +20,8 @@ pub struct Config {
     /// The redb store and generated development TLS files live here.
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
+    /// Where gateways exchange a one-time code for their certificate.
+    pub enrollment: EnrollmentConfig,
     pub api: ApiConfig,
     pub supervision: SupervisionConfig,
     /// Who an unacknowledged alarm goes to next, and when (`escalation`).
@@ -89,6 +91,31 @@ pub struct BrokerConfig {
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+/// Gateway enrollment and the gateway CA (`crate::enrollment`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// The HTTPS listener for `POST /enroll/v1`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Its certificate and key (PEM); else the broker's, else the
+    /// development ones.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The gateway CA; else made in `{data_dir}/gateway-ca`.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
+    /// How long a gateway's certificate is valid.
+    pub cert_valid_days: u64,
+    /// Where the bridge keeps a CRL of the gateway CA (for an external
+    /// broker); else `{data_dir}/gateway-ca/crl.pem`.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -193,6 +220,22 @@ impl Config {
                 "console.idle_min",
                 "idle_min and absolute_h must be at least 1",
             );
+        }
+        let e = &self.enrollment;
+        if e.tls_cert.is_some() != e.tls_key.is_some() {
+            return invalid(
+                "enrollment.tls_cert",
+                "give tls_cert and tls_key together (PEM files), or neither to use the broker's certificate",
+            );
+        }
+        if e.ca_cert.is_some() != e.ca_key.is_some() {
+            return invalid(
+                "enrollment.ca_cert",
+                "give ca_cert and ca_key together (PEM files), or neither for a gateway CA made in {data_dir}/gateway-ca",
+            );
+        }
+        if !(1..=3650).contains(&e.cert_valid_days) {
+            return invalid("enrollment.cert_valid_days", "must be 1 to 3650");
         }
         self.escalation.validate()?;
         let b = &self.broker;

@@ -11,6 +11,8 @@
 //! - [`uplink`]: the MQTT client shell;
 //! - [`api`]: the JSON API (axum);
 //! - [`escalation`]: unacknowledged alarms up the configured chain;
+//! - [`enrollment`] and [`mtls`]: the gateway CA, one-time enrollment
+//!   codes, mutual TLS with revocation and per-gateway topics on the uplink;
 //! - [`run`]: wires them together and shuts them down in order.
 
 pub mod access;
@@ -20,8 +22,10 @@ pub mod benefits;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod enrollment;
 pub mod escalation;
 pub mod ingest;
+pub mod mtls;
 pub mod settings;
 pub mod store;
 pub mod supervision;
@@ -62,6 +66,11 @@ pub struct Ready {
     pub console: SocketAddr,
     /// Whether the console is served over HTTPS.
     pub console_tls: bool,
+    /// Where gateways enroll (`https://{enroll}/enroll/v1`), with the
+    /// server certificate of `ca_file`.
+    pub enroll: SocketAddr,
+    /// The gateway CA's certificate: what client certificates chain to.
+    pub gateway_ca: PathBuf,
 }
 
 impl Ready {
@@ -70,6 +79,17 @@ impl Ready {
         let scheme = if self.console_tls { "https" } else { "http" };
         format!("{scheme}://{}", self.console)
     }
+
+    /// The enrollment endpoint's base URL, `https://HOST:PORT` (what a
+    /// gateway's `[enrollment] url` says).
+    pub fn enroll_url(&self) -> String {
+        let host = if self.enroll.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            self.enroll.ip().to_string()
+        };
+        format!("https://{host}:{}", self.enroll.port())
+    }
 }
 
 impl std::fmt::Display for Ready {
@@ -77,11 +97,13 @@ impl std::fmt::Display for Ready {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "trygg-bridge ready: broker={} api=http://{} ca={} console={}",
+            "trygg-bridge ready: broker={} api=http://{} ca={} console={} enroll={} gateway_ca={}",
             self.broker,
             self.api,
             self.ca_file.display(),
-            self.console_url()
+            self.console_url(),
+            self.enroll_url(),
+            self.gateway_ca.display()
         )
     }
 }
@@ -121,6 +143,17 @@ pub enum BridgeError {
     Uplink(#[from] uplink::UplinkError),
     #[error("a bridge task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    GatewayCa(#[from] enrollment::CaError),
+    #[error("cannot make the bridge's own uplink certificate: {0}")]
+    Identity(String),
+    #[error("cannot listen for enrollment on {addr}: {source}")]
+    EnrollBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("enrollment server failed: {0}")]
+    Enroll(std::io::Error),
 }
 
 /// Runs the bridge until `shutdown` completes, then stops in order: stop
@@ -154,6 +187,36 @@ pub async fn run(
         (BrokerMode::External, _, _) => (b.ca_file.clone(), None),
     };
 
+    // The enrollment endpoint's certificate: its own, else the broker's,
+    // else the development one.
+    let e = &config.enrollment;
+    let enroll_files = match (&e.tls_cert, &e.tls_key, &server_files) {
+        (Some(c), Some(k), _) => (c.clone(), k.clone()),
+        (_, _, Some(files)) => files.clone(),
+        _ => {
+            let pki = DevPki::ensure(&data_dir.join("tls"))?;
+            (pki.server_cert, pki.server_key)
+        }
+    };
+    let gateway_ca = Arc::new(match (&e.ca_cert, &e.ca_key) {
+        (Some(c), Some(k)) => enrollment::GatewayCa::load(c, k, e.cert_valid_days)?,
+        _ => {
+            enrollment::GatewayCa::load_or_create(&data_dir.join("gateway-ca"), e.cert_valid_days)?
+        }
+    });
+    // The bridge's own uplink identity: made at every start, kept in memory.
+    let (own_cert, own_key) = gateway_ca
+        .issue_own(enrollment::BRIDGE_IDENTITY, store::now_ms())
+        .map_err(|e| BridgeError::Identity(e.to_string()))?;
+    let own_key = trygg_uplink::tls::read_key_pem(own_key.as_bytes())
+        .map_err(|e| BridgeError::Identity(e.to_string()))?;
+    let own_identity = (
+        vec![rustls::pki_types::CertificateDer::from(
+            own_cert.der.clone(),
+        )],
+        own_key,
+    );
+
     let store_path = data_dir.join("bridge.redb");
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
@@ -163,19 +226,44 @@ pub async fn run(
     let (writer, writer_thread) =
         StoreWriter::spawn(store.clone(), metrics.clone(), changes.clone());
 
+    let verifier_store: mtls::StoreSlot = Arc::new(std::sync::RwLock::new(Some(store.clone())));
+    // However this ends, the broker's verifier lets go of the store (the
+    // broker outlives the bridge: rumqttd cannot be stopped).
+    let _release_store = mtls::ReleaseOnDrop(verifier_store.clone());
+    let (refusals_tx, refusals_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(enrollment::report_refusals(
+        refusals_rx,
+        writer.clone(),
+        metrics.clone(),
+    ));
+
     let broker = match b.mode {
         BrokerMode::Embedded => {
+            // Mutual TLS: a client certificate from the gateway CA, issued
+            // here and not revoked (checked live at each handshake); each
+            // gateway only its own topics.
+            let (cert, key) = server_files
+                .clone()
+                .expect("embedded always has server files");
+            let verifier = mtls::RevocationCheckingVerifier::new(
+                &trygg_uplink::tls::read_certs(&gateway_ca.cert_file)?,
+                verifier_store.clone(),
+                vec![trygg_uplink::enroll::fingerprint(&own_cert.der)],
+                refusals_tx.clone(),
+            )
+            .map_err(trygg_uplink::tls::TlsError::from)?;
+            let tls_config = mtls::server_config(&cert, &key, verifier)?;
             let settings = BrokerSettings {
                 listen: b.listen,
                 version: MqttVersion::V5,
                 tls: server_files,
+                tls_config: Some(tls_config),
+                authenticator: None,
+                authorizer: Some(mtls::authorizer(refusals_tx.clone())),
                 max_payload: BROKER_MAX_PAYLOAD,
                 max_inflight: 100,
                 log_segment_bytes: BrokerSettings::LARGE_LOG.0,
                 log_segments: BrokerSettings::LARGE_LOG.1,
-                tls_config: None,
-                authenticator: None,
-                authorizer: None,
             };
             let started = tokio::task::spawn_blocking(move || EmbeddedBroker::start(settings))
                 .await
@@ -243,6 +331,7 @@ pub async fn run(
             url: broker.clone(),
             seen: seen_tx,
             ca_file: ca_file.clone(),
+            identity: Some(own_identity),
             max_payload: BROKER_MAX_PAYLOAD,
             outbox: outbox_rx,
             store: store.clone(),
@@ -253,6 +342,8 @@ pub async fn run(
         cancel.clone(),
         subscribed_tx,
     ));
+    let app_state_store = store.clone();
+    let enroll_metrics = metrics.clone();
     let app_state = api::AppState {
         store,
         writer,
@@ -318,12 +409,63 @@ pub async fn run(
         task
     };
 
+    // A CRL of the gateway CA for an external broker, kept current.
+    let crl_file = config
+        .enrollment
+        .crl_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("gateway-ca").join("crl.pem"));
+    let crl_keeper = tokio::spawn(enrollment::keep_crl(
+        app_state_store.clone(),
+        gateway_ca.clone(),
+        crl_file,
+        std::time::Duration::from_secs(5),
+        cancel.clone(),
+    ));
+
+    // Enrollment: HTTPS with the server certificate gateways trust.
+    let enroll_tcp = tokio::net::TcpListener::bind(e.listen)
+        .await
+        .map_err(|source| BridgeError::EnrollBind {
+            addr: e.listen,
+            source,
+        })?;
+    let enroll_addr = enroll_tcp
+        .local_addr()
+        .map_err(|source| BridgeError::EnrollBind {
+            addr: e.listen,
+            source,
+        })?;
+    let enroll_tls = console::tls::server_config(&enroll_files.0, &enroll_files.1)?;
+    let enroll_app = enrollment::router(enrollment::EnrollState {
+        store: app_state_store,
+        ca: gateway_ca.clone(),
+        limit: Default::default(),
+        refusals: refusals_tx.clone(),
+        metrics: enroll_metrics,
+    })
+    .into_make_service_with_connect_info::<console::Peer>();
+    let mut enroll_task = {
+        let cancel = cancel.clone();
+        let listener =
+            console::tls::TlsListener::new(enroll_tcp, enroll_tls).map_err(BridgeError::Enroll)?;
+        tokio::spawn(async move {
+            axum::serve(listener, enroll_app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        })
+    };
+    tracing::info!(enroll = %enroll_addr, gateway_ca = %gateway_ca.cert_file.display(), "enrollment listening");
+    drop(refusals_tx);
+
     let ready_msg = Ready {
         broker,
         api: api_addr,
         ca_file: ca_file.unwrap_or_default(),
         console: console_addr,
         console_tls: config.console.tls(),
+        enroll: enroll_addr,
+        gateway_ca: gateway_ca.cert_file.clone(),
     };
     let mut ready = ready;
     let mut subscribed_rx = Some(subscribed_rx);
@@ -332,6 +474,7 @@ pub async fn run(
     let mut uplink_done = None;
     let mut api_done = None;
     let mut console_done = None;
+    let mut enroll_done = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -360,6 +503,11 @@ pub async fn run(
             r = &mut console_task => {
                 tracing::error!("console stopped before shutdown");
                 console_done = Some(r);
+                break;
+            }
+            r = &mut enroll_task => {
+                tracing::error!(result = ?r, "enrollment endpoint stopped before shutdown");
+                enroll_done = Some(r);
                 break;
             }
         }
@@ -398,6 +546,23 @@ pub async fn run(
         Ok(Err(e)) => result = result.and(Err(BridgeError::Console(e))),
         Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
     }
+    let enroll_result = match enroll_done {
+        Some(r) => r,
+        None => enroll_task.await,
+    };
+    match enroll_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => result = result.and(Err(BridgeError::Enroll(e))),
+        Err(e) => result = result.and(Err(BridgeError::Task(e.to_string()))),
+    }
+    // The broker's verifier and authorizer hold senders until the process
+    // ends: the reporter is stopped, not awaited.
+    reporter.abort();
+    let _ = reporter.await;
+    let _ = crl_keeper.await;
+    // The broker's verifier lets go of the store before the writer's last
+    // commit; every client is refused from now on.
+    drop(_release_store);
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await
         .map_err(|e| BridgeError::Task(e.to_string()))?

@@ -145,6 +145,15 @@ pub enum Op {
     GatewayBack {
         gateway: String,
     },
+    /// A wrong enrollment code, or a gateway certificate the uplink
+    /// refused: raise (or repeat) `access_refused` about `subject` (for
+    /// example `enrollment` or `uplink`) of `gateway` (`unknown` when the
+    /// caller could not tell which).
+    AccessRefused {
+        gateway: String,
+        subject: String,
+        detail: String,
+    },
     /// Raise `sequence_gap` for gaps found before `found_before_ms` and
     /// still missing.
     RaiseGaps {
@@ -225,6 +234,8 @@ impl Store {
             txn.open_table(crate::access::RESIDENTS)?;
             txn.open_table(crate::access::GATEWAY_UNITS)?;
             txn.open_table(crate::access::AUDIT)?;
+            txn.open_table(crate::enrollment::ENROLL_CODES)?;
+            txn.open_table(crate::enrollment::GATEWAY_CERTS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -863,6 +874,31 @@ fn apply(txn: &WriteTransaction, op: Op, now_ms: u64) -> Result<Done, StoreError
                     gateway_committed_ms: None,
                     device_ts: None,
                 };
+            raise_or_repeat(txn, &new, now_ms, &mut fx)?;
+            Done::Supervised {
+                gateway,
+                raised: fx.raised,
+                cleared: fx.cleared,
+            }
+        }
+        Op::AccessRefused {
+            gateway,
+            subject,
+            detail,
+        } => {
+            let mut fx = Effects::default();
+            let new = crate::alarm::NewAlarm {
+                event_id: format!("{gateway}/access-refused/{subject}/{now_ms}"),
+                gateway: gateway.clone(),
+                device: subject,
+                device_seq: 0,
+                kind: EventKind::AccessRefused,
+                resident: None,
+                room: None,
+                detail: Some(detail),
+                gateway_committed_ms: None,
+                device_ts: None,
+            };
             raise_or_repeat(txn, &new, now_ms, &mut fx)?;
             Done::Supervised {
                 gateway,

@@ -63,6 +63,12 @@ pub struct UplinkSettings {
     pub seen: tokio::sync::mpsc::UnboundedSender<String>,
     /// The CA the broker's certificate must chain to (mqtts:// only).
     pub ca_file: Option<std::path::PathBuf>,
+    /// The bridge's own client certificate and key (from the gateway CA):
+    /// presented to the broker on mqtts://.
+    pub identity: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
     /// The broker's largest payload, so the client reads what it may send.
     pub max_payload: usize,
     /// Publishes to make (gateway settings); retained ones are made again
@@ -101,7 +107,10 @@ pub async fn run(
             .ca_file
             .as_deref()
             .expect("validate() requires a CA for mqtts://");
-        let tls = trygg_uplink::tls::client_config(ca)?;
+        let tls = match settings.identity {
+            Some((certs, key)) => trygg_uplink::tls::client_config_with_cert(ca, certs, key)?,
+            None => trygg_uplink::tls::client_config(ca)?,
+        };
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     }
     let mut network = rumqttc::NetworkOptions::new();
@@ -480,7 +489,19 @@ async fn decommission(
         Ok(ask) => {
             let (store, g) = (store.clone(), gw.to_string());
             let done = tokio::task::spawn_blocking(move || {
-                store.decommission_gateway(&g, ask.pending, crate::store::now_ms())
+                let now = crate::store::now_ms();
+                store.decommission_gateway(&g, ask.pending, now)?;
+                // Its certificate goes with it: refused from its next
+                // connection (this one stays up for the answer).
+                store
+                    .revoke_gateway(
+                        &g,
+                        &format!("gateway/{g}"),
+                        "decommissioned at its own request",
+                        "",
+                        now,
+                    )
+                    .map(|_| ())
             })
             .await;
             match done {

@@ -41,7 +41,7 @@ async fn run_prints_one_ready_line_with_the_addresses() {
     std::fs::write(
         &path,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[console]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -70,9 +70,11 @@ async fn run_prints_one_ready_line_with_the_addresses() {
         .collect();
     assert_eq!(
         fields.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-        ["broker", "api", "ca", "console"]
+        ["broker", "api", "ca", "console", "enroll", "gateway_ca"]
     );
     assert!(fields[3].1.starts_with("http://127.0.0.1:"), "{line}");
+    assert!(fields[4].1.starts_with("https://127.0.0.1:"), "{line}");
+    assert!(std::path::Path::new(fields[5].1).exists(), "{line}");
     assert!(fields[0].1.starts_with("mqtts://127.0.0.1:"));
     assert!(std::path::Path::new(fields[2].1).exists());
     let api = fields[1].1.strip_prefix("http://").unwrap();
@@ -291,7 +293,7 @@ async fn register_commands_say_plainly_when_the_bridge_holds_the_store() {
         &path,
         format!(
             "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-             [console]\nlisten = \"127.0.0.1:0\"\n",
+             [console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
@@ -317,4 +319,107 @@ async fn register_commands_say_plainly_when_the_bridge_holds_the_store() {
     assert!(err.contains("the bridge is running"), "{err}");
     assert!(err.contains("stop it first"), "{err}");
     bridge.kill().await.unwrap();
+}
+
+/// With the bridge stopped, enrollment codes and revocation work on the
+/// store itself: a code made, listed without the code, spent by an
+/// enrollment, the gateway revoked, each audited.
+#[test]
+fn enrollment_commands_work_on_the_store_with_the_bridge_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = {:?}\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| run_with_stdin(&path, args, "");
+    let out = run(&[
+        "enroll-code",
+        "create",
+        "--gateway",
+        "gw-123",
+        "--site",
+        "Frogner 12",
+        "--valid",
+        "2h",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 19 && l.split('-').count() == 4)
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_string();
+    assert!(text.contains("trygg-gateway enroll --code"), "{text}");
+
+    let out = run(&["enroll-code", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains("gw-123") && list.contains("open"), "{list}");
+    assert!(!list.contains(&code), "the code is never shown again");
+
+    // A bad id and a bad duration are refused plainly.
+    let out = run(&["enroll-code", "create", "--gateway", "gw/1", "--site", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a gateway id"));
+    let out = run(&[
+        "enroll-code",
+        "create",
+        "--gateway",
+        "gw-1",
+        "--site",
+        "x",
+        "--valid",
+        "3y",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("24h"));
+
+    // Spend it as the endpoint would, then revoke.
+    {
+        let store = trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
+        let ca = trygg_bridge::enrollment::GatewayCa::load_or_create(
+            &dir.path().join("data/gateway-ca"),
+            730,
+        )
+        .unwrap();
+        let (_key, csr) = trygg_uplink::enroll::new_key_and_csr("gw-123").unwrap();
+        let request = trygg_uplink::enroll::EnrollRequest {
+            v: 1,
+            gateway: "gw-123".into(),
+            code: code.clone(),
+            csr,
+        };
+        store
+            .redeem_enroll_code(&request, &ca, "10.0.0.2", trygg_bridge::store::now_ms())
+            .unwrap();
+    }
+    let out = run(&["gateway", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(list.contains("gw-123") && list.contains("valid"), "{list}");
+    let out = run(&["gateway", "revoke", "gw-123", "--reason", "kit stolen"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 certificate(s) revoked"));
+    let out = run(&["gateway", "list"]);
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        list.contains("revoked") && list.contains("kit stolen"),
+        "{list}"
+    );
+
+    let store = trygg_bridge::store::Store::open(&dir.path().join("data/bridge.redb")).unwrap();
+    let actions: Vec<String> = store
+        .audit(&trygg_bridge::access::AuditQuery::default())
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["gateway_revoke", "gateway_enroll", "enroll_code_create"]
+    );
 }

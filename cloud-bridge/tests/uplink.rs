@@ -87,10 +87,32 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn connect(ready: &Ready, id: &str) -> Gateway {
-        let mut opts = MqttOptions::new(id, ready.broker.host.clone(), ready.broker.port);
+    /// Enrolls `id` for real (a code from the service API, a key made in
+    /// `dir`, the certificate from the enrollment endpoint) and connects
+    /// with it over mutual TLS.
+    async fn connect(ready: &Ready, id: &str, dir: &std::path::Path) -> Gateway {
+        let code = trygg_uplink::enroll::create_code_via_api(ready.api, id, "Test", 600, "test")
+            .await
+            .unwrap();
+        let files = trygg_uplink::enroll::IdentityFiles::in_dir(dir);
+        trygg_uplink::enroll::enroll(
+            &ready.enroll_url(),
+            &ready.ca_file,
+            id,
+            code["code"].as_str().unwrap(),
+            &files,
+        )
+        .await
+        .unwrap();
+        let mut opts = MqttOptions::new(
+            format!("trygg-uplink-{id}"),
+            ready.broker.host.clone(),
+            ready.broker.port,
+        );
         opts.set_keep_alive(Duration::from_secs(10));
-        let tls = trygg_uplink::tls::client_config(&ready.ca_file).unwrap();
+        let tls =
+            trygg_uplink::tls::client_config_with_identity(&ready.ca_file, &files.cert, &files.key)
+                .unwrap();
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let (tx, receipts) = mpsc::unbounded_channel();
@@ -183,7 +205,7 @@ async fn sse_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
 async fn button_press_is_receipted_after_commit_becomes_one_alarm_and_goes_through_the_workflow() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_toml_str(&format!(
-        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[supervision]\ngap_grace_s = 1\n",
+        "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[supervision]\ngap_grace_s = 1\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
         dir.path().display().to_string()
     ))
     .unwrap();
@@ -223,7 +245,7 @@ async fn button_press_is_receipted_after_commit_becomes_one_alarm_and_goes_throu
     sse_until(&mut sse, &mut sse_seen, "subscribed to alarm changes").await;
     assert!(sse_seen.starts_with("HTTP/1.1 200"), "{sse_seen}");
 
-    let mut gw = Gateway::connect(&ready, "gw-test").await;
+    let mut gw = Gateway::connect(&ready, "gw-test", &dir.path().join("gw-test")).await;
     let batch = Batch {
         v: contract::SCHEMA_VERSION,
         gateway: "gw-test".into(),

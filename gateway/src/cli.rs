@@ -34,6 +34,24 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Run,
+    /// Enroll this gateway with the backend: exchange a one-time code for
+    /// the gateway's client certificate (mutual TLS on the uplink).
+    ///
+    /// The gateway makes its private key here ({data_dir}/identity/
+    /// gateway.key, readable by its user only); only a certificate request
+    /// goes to the backend's enrollment endpoint ([enrollment] url, over
+    /// HTTPS trusted via uplink.ca_file). Running it again with a new code
+    /// renews the certificate. A running gateway picks the new certificate
+    /// up within seconds.
+    ///
+    /// Example:
+    ///   trygg-gateway -c /etc/trygg/gateway.toml enroll --code K7QX-M2PD-9RTF-H4WC
+    #[command(verbatim_doc_comment)]
+    Enroll {
+        /// The one-time code from the backend (trygg-bridge enroll-code create).
+        #[arg(long)]
+        code: String,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -437,6 +455,29 @@ pub fn main() -> anyhow::Result<()> {
                 std::time::Duration::from_secs(timeout_s.min(300)),
                 out.json,
             )))
+        }
+        Command::Enroll { code } => {
+            let config = load(&cli.config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            match rt.block_on(crate::enrollment::enroll_command(&config, &code)) {
+                Ok(text) => {
+                    println!("{text}");
+                    Ok(())
+                }
+                Err(e) => {
+                    let hint = match &e {
+                        trygg_uplink::enroll::EnrollError::Refused(r) => r.error.clone(),
+                        trygg_uplink::enroll::EnrollError::Unreachable { .. } => format!(
+                            "{e}: check [enrollment] url in the config and that this gateway \
+                             can reach the backend, then run this again (the code is not spent)"
+                        ),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!(gateway = %config.gateway_id, error = %e, "enrollment failed");
+                    eprintln!("trygg-gateway: enrollment failed: {hint}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Decommission {
             yes,

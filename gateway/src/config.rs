@@ -17,6 +17,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub local_broker: LocalBroker,
     pub uplink: Uplink,
+    /// How this gateway gets its client certificate for the uplink.
+    #[serde(default)]
+    pub enrollment: Enrollment,
     #[serde(default)]
     pub journal: Journal,
     #[serde(default)]
@@ -119,6 +122,35 @@ pub struct Uplink {
     /// out of reach (the wait doubles from 200 ms up to this, with jitter).
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+}
+
+/// Enrollment with the backend (`trygg-gateway enroll`): the gateway's
+/// key and certificate live in `{data_dir}/identity/`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// The backend's enrollment endpoint, `https://HOST:PORT`. Its server
+    /// certificate must chain to `uplink.ca_file`.
+    #[serde(default = "default_enroll_url")]
+    pub url: String,
+    /// For automated setups: a file holding a one-time code. A gateway
+    /// started without an identity enrolls with it by itself, then deletes
+    /// the file.
+    #[serde(default)]
+    pub code_file: Option<PathBuf>,
+}
+
+impl Default for Enrollment {
+    fn default() -> Self {
+        Enrollment {
+            url: default_enroll_url(),
+            code_file: None,
+        }
+    }
+}
+
+fn default_enroll_url() -> String {
+    "https://127.0.0.1:8884".into()
 }
 
 fn default_reconnect_max() -> u64 {
@@ -473,6 +505,8 @@ impl Config {
                 "must be mqtts://: events leave the home only over TLS",
             ));
         }
+        trygg_uplink::enroll::HttpsUrl::parse(&self.enrollment.url)
+            .map_err(|e| invalid("enrollment.url", e.to_string()))?;
         if self.uplink.max_batch_records == 0 || self.uplink.max_batch_records > 10_000 {
             return Err(invalid("uplink.max_batch_records", "must be 1 to 10000"));
         }

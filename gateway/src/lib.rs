@@ -15,7 +15,9 @@
 //! buzzer and mains-fail input) hold the decisions; [`mosquitto`] writes
 //! Mosquitto's password and ACL files; [`device_cli`] is the
 //! technician's client of the local API; [`technician`] is the technician's
-//! login, page and API on the home's network;
+//! login, page and API on the home's network; [`enrollment`] gets the
+//! gateway its certificate for the uplink (mutual TLS) and runs the uplink
+//! with it;
 //! this file is the shell that carries them out. [`run`] is the whole
 //! gateway; `main.rs` only parses flags.
 
@@ -25,6 +27,7 @@ pub mod credentials;
 pub mod decommission;
 pub mod device_auth;
 pub mod device_cli;
+pub mod enrollment;
 pub mod ingest;
 pub mod journal;
 mod local_api;

@@ -4,9 +4,10 @@
 //! behind a technician's login and CSRF token, and its pages call the
 //! same functions ([`apply_change`], [`run_test_alarm`], [`device_views`]).
 //!
-//! - `GET /healthz`                 `ok`, or 503 and why the journal cannot commit
+//! - `GET /healthz`                 `ok`, or 503 and why: the journal cannot commit, or
+//!   the gateway is not enrolled or its certificate is refused (and what to run)
 //! - `GET /metrics`                 Prometheus text
-//! - `GET /api/v1/status`           uplink state, journal backlog, heartbeats
+//! - `GET /api/v1/status`           identity (enrolled?), uplink state, journal backlog, heartbeats
 //! - `GET /api/v1/dead-letters`     rejected payloads, newest first
 //! - `GET /api/v1/devices`          the device register, each with its health
 //! - `GET /api/v1/devices/{id}`     one device
@@ -91,6 +92,9 @@ async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             "disk full: alarms, medication and technical events are still committed (from the reserve); telemetry waits on the devices. Free space on the gateway's disk.\n".to_string(),
         );
     }
+    if let Some(problem) = s.identity.lock().ok().and_then(|i| i.problem()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n"));
+    }
     match s.journal_error.lock().ok().and_then(|e| e.clone()) {
         None => (StatusCode::OK, "ok".to_string()),
         Some(e) => (
@@ -158,7 +162,33 @@ pub(crate) fn status_view(s: &Shared) -> serde_json::Value {
                 .collect()
         })
         .unwrap_or_default();
+    let identity = s
+        .identity
+        .lock()
+        .map(|i| {
+            let (fingerprint, not_after) = match &*i {
+                crate::enrollment::IdentityState::Enrolled {
+                    fingerprint,
+                    not_after_ms,
+                } => (
+                    Some(fingerprint.clone()),
+                    Some(trygg_uplink::enroll::utc_text(*not_after_ms)),
+                ),
+                crate::enrollment::IdentityState::CertificateRefused { fingerprint, .. } => {
+                    (Some(fingerprint.clone()), None)
+                }
+                _ => (None, None),
+            };
+            json!({
+                "state": i.name(),
+                "problem": i.problem(),
+                "certificate_sha256": fingerprint,
+                "certificate_expires": not_after,
+            })
+        })
+        .unwrap_or(serde_json::Value::Null);
     json!({
+        "identity": identity,
         "uplink_connected": s.uplink_connected.load(Ordering::Relaxed),
         "journal_error": s.journal_error.lock().ok().and_then(|e| e.clone()),
         "journal_set_aside": s.journal_set_aside.as_ref().map(|a| json!({"path": a.path, "reason": a.reason})),

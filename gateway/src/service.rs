@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub register: Arc<RwLock<Register>>,
     /// When each device was last heard from (any message), Unix ms.
     pub last_seen: Mutex<HashMap<String, u64>>,
+    /// Where the gateway stands with the backend: enrolled or not, its
+    /// certificate refused or not (`crate::enrollment`).
+    pub identity: Mutex<crate::enrollment::IdentityState>,
     /// The way to the journal thread for the local API's requests; taken
     /// away at shutdown so that the journal can close.
     pub admin: Mutex<Option<mpsc::Sender<JournalCmd>>>,
@@ -330,7 +333,16 @@ pub async fn run(
     let local_pins = crate::local_io::open(&config.local_io)?;
     let uplink_url =
         MqttUrl::parse(&config.uplink.url).map_err(|e| GatewayError::Config(e.to_string()))?;
-    let tls = trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
+    // The backend's CA must be readable from the start (enrollment and the
+    // uplink both trust the backend by it); the client certificate may come
+    // later (`crate::enrollment`).
+    trygg_uplink::tls::client_config(&config.uplink.ca_file)?;
+    let identity_files = trygg_uplink::enroll::IdentityFiles::in_data_dir(&config.data_dir);
+    let identity = if identity_files.exists() {
+        crate::enrollment::enrolled_state(&identity_files)
+    } else {
+        crate::enrollment::IdentityState::NotEnrolled
+    };
 
     let policy = config.journal_policy();
     let disk_reserve = config.journal.disk_reserve_mib * 1024 * 1024;
@@ -427,6 +439,7 @@ pub async fn run(
         register,
         last_seen: Mutex::new(HashMap::new()),
         admin: Mutex::new(None),
+        identity: Mutex::new(identity),
         gate,
         broker_client: client,
         local_broker: config.local_broker.clone(),
@@ -708,11 +721,10 @@ pub async fn run(
     if let Ok(mut slot) = shared.uplink_cmd.lock() {
         *slot = Some(uplink_cmd_tx);
     }
-    let uplink = tokio::spawn(uplink_loop(
+    let uplink = tokio::spawn(crate::enrollment::supervise_uplink(
         uplink_cmd_rx,
         config.clone(),
         uplink_url,
-        tls,
         shared.clone(),
         journal_tx.clone(),
         committed_rx,
@@ -1717,9 +1729,11 @@ enum UplinkEvent {
 
 // The uplink's inputs are separate channels on purpose: each has its own
 // owner and lifetime (the journal's ends at shutdown, the commands' never).
+// The commands are borrowed: `crate::enrollment` runs the loop again with a
+// new certificate, and the same commands.
 #[allow(clippy::too_many_arguments)]
-async fn uplink_loop(
-    mut cmds: mpsc::Receiver<UplinkCmd>,
+pub(crate) async fn uplink_loop(
+    cmds: &mut mpsc::Receiver<UplinkCmd>,
     config: Arc<Config>,
     url: MqttUrl,
     tls: Arc<rustls::ClientConfig>,
@@ -1922,6 +1936,11 @@ async fn uplink_loop(
                 Some(UplinkEvent::Connected) => {
                     tracing::info!(url = %url, "uplink connected; waiting for the backend to say it is listening");
                     shared.uplink_connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut id) = shared.identity.lock() {
+                        if matches!(*id, crate::enrollment::IdentityState::CertificateRefused { .. }) {
+                            *id = crate::enrollment::enrolled_state(&trygg_uplink::enroll::IdentityFiles::in_data_dir(&config.data_dir));
+                        }
+                    }
                 }
                 // The backend repeats its status; only a change counts.
                 Some(UplinkEvent::Backend(true)) if !state.connected() => {
@@ -1936,6 +1955,21 @@ async fn uplink_loop(
                     state.on_disconnected();
                 }
                 Some(UplinkEvent::Disconnected(reason)) => {
+                    if let Some(alert) = crate::enrollment::certificate_refusal(&reason) {
+                        shared.metrics.inc("uplink_certificate_refused_total", "");
+                        if let Ok(mut id) = shared.identity.lock() {
+                            let fingerprint = match &*id {
+                                crate::enrollment::IdentityState::Enrolled { fingerprint, .. }
+                                | crate::enrollment::IdentityState::CertificateRefused { fingerprint, .. } => fingerprint.clone(),
+                                _ => String::new(),
+                            };
+                            let refused = crate::enrollment::IdentityState::CertificateRefused { fingerprint, alert };
+                            if *id != refused {
+                                tracing::error!(problem = %refused.problem().unwrap_or_default(), "the backend refused this gateway's certificate");
+                                *id = refused;
+                            }
+                        }
+                    }
                     // (A new connection waits for the backend's word again.)
                     if state.connected() {
                         tracing::warn!(reason = %reason, "uplink down; events stay in the journal");

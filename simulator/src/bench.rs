@@ -503,6 +503,7 @@ async fn start_backend(
     config.broker.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     config.console.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    config.enrollment.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let (tx, rx) = oneshot::channel();
     let shutdown = cancel.clone().cancelled_owned();
     let task = tokio::spawn(async move {
@@ -562,6 +563,7 @@ async fn start_gateway(
     gw.devices = bench_devices(opts);
     gw.validate()?;
     std::fs::create_dir_all(&gw.data_dir)?;
+    crate::enroll::enroll_gateway(backend, &mut gw, "Bench", "trygg-sim bench").await?;
     let (tx, rx) = oneshot::channel();
     let shutdown = cancel.clone().cancelled_owned();
     let name = id.to_string();

@@ -93,6 +93,10 @@ pub async fn run_demo(
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port_or_any(sim.demo.console_port))),
             ..defaults.console
         },
+        enrollment: trygg_bridge::config::EnrollmentConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..defaults.enrollment
+        },
         ..defaults
     };
     let (btx, brx) = tokio::sync::oneshot::channel();
@@ -116,6 +120,9 @@ pub async fn run_demo(
     gw.uplink.url = backend_broker.to_string();
     gw.uplink.ca_file = backend.ca_file.clone();
     gw.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    // Enrolled as a technician would (a one-time code, the key made on the
+    // gateway's side); kept for the next run of the demo.
+    crate::enroll::enroll_gateway(&backend, &mut gw, "Demo home", "trygg-sim demo").await?;
     // The technician page on loopback (accounts: `trygg-gateway technician
     // add` with this run's data dir).
     if let Some(t) = gw.technician.as_mut() {

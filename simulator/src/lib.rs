@@ -7,5 +7,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod device;
+pub mod enroll;
 pub mod home;
 pub mod keys;

@@ -469,7 +469,7 @@ try {
   await check('administrator logs in', async () => { admin = await login(await newContext('nb-NO'), 'admin'); });
   const id = alarm2 || alarmId;
   const pages = [['board', '/'], ['alarm page', id ? `/alarms/${id}` : null], ['devices', '/devices'], ['benefits', '/benefits'], ['gateways', '/gateways'],
-    ['admin: users', '/admin/users'], ['admin: residents', '/admin/residents'], ['admin: audit', '/admin/audit']];
+    ['admin: users', '/admin/users'], ['admin: residents', '/admin/residents'], ['admin: audit', '/admin/audit'], ['admin: enrollment', '/admin/enrollment']];
   for (const lang of ['nb', 'en']) {
     if (lang === 'en') {
       await check('POST /lang switches the administrator to English', async () => {

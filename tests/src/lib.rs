@@ -163,6 +163,10 @@ pub fn bridge_config(dir: &Path, broker: SocketAddr, api: SocketAddr) -> trygg_b
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ..defaults.console
         },
+        enrollment: trygg_bridge::config::EnrollmentConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..defaults.enrollment
+        },
         ..defaults
     }
 }
@@ -193,11 +197,100 @@ pub async fn start_backend_with(
         .await
         .expect("backend ready in 20 s")
         .expect("backend started");
+    register_backend(&ready);
     InProcessBackend {
         api: Api::new(ready.api),
         ready,
         stop,
     }
+}
+
+/// The backends started by this test process, by their broker's URL: where
+/// a gateway aimed at that broker enrolls (its enrollment endpoint and the
+/// service API that makes codes).
+static BACKENDS: std::sync::Mutex<Vec<(String, SocketAddr, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Tells the harness about a backend (in-process ones are registered by
+/// [`start_backend`]; a child-process backend by its test).
+pub fn register_backend(ready: &trygg_bridge::Ready) {
+    BACKENDS.lock().expect("registry").push((
+        ready.broker.to_string(),
+        ready.api,
+        ready.enroll_url(),
+    ));
+}
+
+/// Tells the harness about a backend running as a child process, from its
+/// ready line (`broker=`, `enroll=`) and its API address.
+pub fn register_child_backend(broker: &MqttUrl, api: SocketAddr, enroll_url: &str) {
+    BACKENDS
+        .lock()
+        .expect("registry")
+        .push((broker.to_string(), api, enroll_url.to_string()));
+}
+
+fn backend_of(uplink: &str) -> Option<(SocketAddr, String)> {
+    BACKENDS
+        .lock()
+        .expect("registry")
+        .iter()
+        .rev()
+        .find(|(b, _, _)| b == uplink)
+        .map(|(_, api, enroll)| (*api, enroll.clone()))
+}
+
+/// A one-time enrollment code for `gateway`, made through the backend's
+/// service API (as `trygg-bridge enroll-code create` does while it runs).
+pub async fn enrollment_code(api: SocketAddr, gateway: &str) -> String {
+    let v = trygg_uplink::enroll::create_code_via_api(api, gateway, "Test site 1", 3600, "test")
+        .await
+        .unwrap_or_else(|e| panic!("an enrollment code for {gateway}: {e}"));
+    v["code"].as_str().expect("a code").to_string()
+}
+
+/// Gets a gateway going to a registered backend enrolled for real: unless
+/// it has an identity already, a code is made for its `gateway_id` and put
+/// in its `[enrollment] code_file`, and the gateway enrolls with it when it
+/// starts. [`start_gateway`] does this; a test that starts the gateway as a
+/// child process calls it before writing the config.
+pub async fn prepare_enrollment(config: &mut trygg_gateway::Config) {
+    let identity = trygg_uplink::enroll::IdentityFiles::in_data_dir(&config.data_dir);
+    if identity.exists() || config.enrollment.code_file.is_some() {
+        return;
+    }
+    let Some((api, enroll)) = backend_of(&config.uplink.url) else {
+        return;
+    };
+    let code = enrollment_code(api, &config.gateway_id).await;
+    std::fs::create_dir_all(&config.data_dir).expect("gateway data dir");
+    let file = config.data_dir.join("enroll-code");
+    std::fs::write(&file, code).expect("code file written");
+    config.enrollment.url = enroll;
+    config.enrollment.code_file = Some(file);
+}
+
+/// A client TLS config with a real enrolled identity for `gateway` at
+/// `backend` (key and certificate in `dir`): for tests that play a
+/// gateway by hand. Its MQTT client id must be `trygg-uplink-{gateway}`.
+pub async fn enrolled_tls(
+    backend: &trygg_bridge::Ready,
+    gateway: &str,
+    dir: &Path,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let code = enrollment_code(backend.api, gateway).await;
+    let files = trygg_uplink::enroll::IdentityFiles::in_dir(dir);
+    trygg_uplink::enroll::enroll(
+        &backend.enroll_url(),
+        &backend.ca_file,
+        gateway,
+        &code,
+        &files,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{gateway} enrolls: {e}"));
+    trygg_uplink::tls::client_config_with_identity(&backend.ca_file, &files.cert, &files.key)
+        .expect("an mTLS client config")
 }
 
 /// A gateway config for tests: embedded broker on a free port, the given
@@ -210,6 +303,9 @@ pub fn gateway_config(dir: &Path, uplink: &MqttUrl, ca_file: &Path) -> trygg_gat
     c.uplink.ca_file = ca_file.to_path_buf();
     c.uplink.receipt_timeout_s = 5;
     c.local_api.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    if let Some((_, enroll)) = backend_of(&c.uplink.url) {
+        c.enrollment.url = enroll;
+    }
     // The technician page on loopback, on a free port (HTTPS all the same).
     if let Some(t) = c.technician.as_mut() {
         t.listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -226,7 +322,8 @@ pub struct InProcessGateway {
     pub task: tokio::task::JoinHandle<Result<(), trygg_gateway::GatewayError>>,
 }
 
-pub async fn start_gateway(config: trygg_gateway::Config) -> InProcessGateway {
+pub async fn start_gateway(mut config: trygg_gateway::Config) -> InProcessGateway {
+    prepare_enrollment(&mut config).await;
     let stop = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(trygg_gateway::run(
@@ -368,21 +465,26 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts `mosquitto`, or returns an error saying how to install it.
     pub fn start() -> Result<Mosquitto, String> {
+        Mosquitto::start_with(|port| {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n")
+        })
+    }
+
+    /// Starts `mosquitto` with the config `conf(port)` makes (its listener
+    /// on `port`, on 127.0.0.1); `url` is plain `mqtt://` (set `tls` when
+    /// the config makes it TLS).
+    pub fn start_with(conf: impl FnOnce(u16) -> String) -> Result<Mosquitto, String> {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or("mosquitto is not installed: run `sudo apt-get install -y mosquitto` (scripts/test does)")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let addr = free_addr();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n", addr.port()),
-        )
-        .map_err(|e| e.to_string())?;
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf(addr.port())).map_err(|e| e.to_string())?;
         let child = std::process::Command::new(exe)
             .arg("-c")
-            .arg(&conf)
+            .arg(&conf_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -403,6 +505,17 @@ impl Mosquitto {
             },
             _dir: dir,
         })
+    }
+}
+
+impl Mosquitto {
+    /// SIGHUP: Mosquitto reads its config again (and its TLS files and
+    /// CRL).
+    pub fn reload(&self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 

@@ -19,7 +19,7 @@ async fn events_buffered_during_a_backend_outage_arrive_once_and_alarms_first() 
     std::fs::write(
         &config_file,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"{broker}\"\n[api]\nlisten = \"{api_addr}\"\n[console]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"{broker}\"\n[api]\nlisten = \"{api_addr}\"\n[console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("backend")
         ),
     )
@@ -30,6 +30,7 @@ async fn events_buffered_during_a_backend_outage_arrive_once_and_alarms_first() 
     let uplink = MqttUrl::parse(&bridge.field("broker")).unwrap();
     let ca = std::path::PathBuf::from(bridge.field("ca"));
     let api = Api::new(api_addr);
+    register_child_backend(&uplink, api_addr, &bridge.field("enroll"));
 
     let gateway = start_gateway(gateway_config(&dir.path().join("gateway"), &uplink, &ca)).await;
     let broker_url = gateway.ready.device_broker.clone();

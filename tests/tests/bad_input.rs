@@ -165,10 +165,11 @@ async fn a_batch_the_backend_cannot_parse_is_kept_aside_and_the_backend_goes_on(
     let dir = tempfile::tempdir().unwrap();
     let backend = start_backend(&dir.path().join("backend")).await;
 
-    // A misbehaving gateway, over the same TLS the real ones use.
-    let tls = trygg_uplink::tls::client_config(&backend.ready.ca_file).unwrap();
+    // A misbehaving gateway, enrolled, over the same mutual TLS the real
+    // ones use.
+    let tls = enrolled_tls(&backend.ready, "gw-bad", &dir.path().join("gw-bad")).await;
     let mut opts = MqttOptions::new(
-        "bad-gateway",
+        "trygg-uplink-gw-bad",
         backend.ready.broker.host.clone(),
         backend.ready.broker.port,
     );

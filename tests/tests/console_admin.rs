@@ -510,3 +510,102 @@ async fn gateway_settings_are_set_from_the_console_and_the_gateway_answers() {
     assert_eq!(audit[0].actor, "admin");
     assert!(audit[0].outcome.contains("\"pre_alarm_s\":7"), "{audit:?}");
 }
+
+/// /admin/enrollment: an administrator makes an enrollment code (shown once,
+/// and it really enrolls), sees the certificate, revokes it with a reason;
+/// an operator is refused; a form without the CSRF token changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enrollment_page_makes_codes_that_enroll_and_revokes() {
+    let c = start().await;
+    let admin = c.login("admin", PASSWORD).await;
+    let kari = c.login("kari", PASSWORD).await;
+
+    let (status, _) = c.get(&kari.cookie, "/admin/enrollment").await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "operators do not manage gateways"
+    );
+
+    let r = c
+        .post(
+            &admin,
+            "/admin/enrollment",
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("gateway", "gw-77"),
+                ("site", "Frogner 12"),
+                ("valid_h", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let code = html
+        .split(r#"<code id="enroll-code">"#)
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the code on the answer")
+        .to_string();
+    assert!(html.contains("trygg-gateway enroll --code"), "{html}");
+    let (_, again) = c.get(&admin.cookie, "/admin/enrollment").await;
+    assert!(!again.contains(&code), "the code is shown once");
+
+    // It is a real code: a gateway enrolls with it.
+    let files = trygg_uplink::enroll::IdentityFiles::in_dir(&c.dir.path().join("gw-77"));
+    trygg_uplink::enroll::enroll(
+        &c.backend.ready.enroll_url(),
+        &c.backend.ready.ca_file,
+        "gw-77",
+        &code,
+        &files,
+    )
+    .await
+    .unwrap();
+    let (_, page) = c.get(&admin.cookie, "/admin/enrollment").await;
+    assert!(
+        page.contains("gw-77") && page.contains("Frogner 12"),
+        "{page}"
+    );
+
+    // Bad input is refused with the reason.
+    let r = c
+        .post(
+            &admin,
+            "/admin/enrollment",
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("gateway", "trygg-bridge"),
+                ("site", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("gateway id"));
+
+    // Without the CSRF token nothing is revoked.
+    let r = c
+        .http
+        .post(c.url("/admin/enrollment/gw-77/revoke"))
+        .header(COOKIE, &admin.cookie)
+        .form(&[("reason", "stolen")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let certs = c.backend.api.get("/api/v1/gateways").await["certificates"].clone();
+    assert!(certs[0]["revoked"].is_null());
+
+    let r = c
+        .post(
+            &admin,
+            "/admin/enrollment/gw-77/revoke",
+            &[("csrf", admin.csrf.as_str()), ("reason", "kit stolen")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/admin/enrollment?revoked=gw-77");
+    let certs = c.backend.api.get("/api/v1/gateways").await["certificates"].clone();
+    assert_eq!(certs[0]["revoked"]["reason"], "kit stolen");
+    assert_eq!(certs[0]["revoked"]["by"], "admin");
+}

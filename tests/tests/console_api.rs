@@ -714,9 +714,10 @@ async fn a_new_alarm_is_on_the_stream_within_a_second_for_its_unit_only() {
     kari_stream.chunk().await.unwrap();
     nils_stream.chunk().await.unwrap();
 
-    let tls = trygg_uplink::tls::client_config(&c.backend.ready.ca_file).unwrap();
+    let tls =
+        trygg_tests::enrolled_tls(&c.backend.ready, "gw-1", &c._dir.path().join("gw-1")).await;
     let mut opts = MqttOptions::new(
-        "console-test-gw",
+        "trygg-uplink-gw-1",
         c.backend.ready.broker.host.clone(),
         c.backend.ready.broker.port,
     );

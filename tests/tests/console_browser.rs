@@ -106,7 +106,7 @@ fn now_ms() -> u64 {
 fn config(dir: &Path, console: std::net::SocketAddr) -> (trygg_bridge::Config, Option<u64>) {
     let base = format!(
         "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-         [console]\nlisten = \"{console}\"\n",
+         [console]\nlisten = \"{console}\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
         dir.display().to_string()
     );
     let escalation = format!(

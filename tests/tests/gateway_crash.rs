@@ -51,6 +51,8 @@ async fn killed_mid_stream(local_broker: impl FnOnce(&mut trygg_gateway::Config)
         &backend.ready.ca_file,
     );
     local_broker(&mut config);
+    // Enrolled for real: a code from the backend, used by the gateway at start.
+    prepare_enrollment(&mut config).await;
     let config_file = write_config(dir.path(), "gateway.toml", &config);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_trygg-gateway-under-test"));
     let args = ["--config", config_file.to_str().unwrap()];

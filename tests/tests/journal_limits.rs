@@ -50,6 +50,18 @@ fn offline_setup(dir: &std::path::Path) -> (std::net::SocketAddr, trygg_gateway:
     (addr, config)
 }
 
+/// Enrolls the gateway of `offline_setup` before its backend first runs
+/// (the backend's store and gateway CA are made here and reused when it
+/// starts); after any mount over its data dir.
+fn provision(dir: &std::path::Path, config: &trygg_gateway::Config) {
+    trygg_bridge::enrollment::provision_offline(
+        &dir.join("backend"),
+        &config.gateway_id,
+        &trygg_uplink::enroll::IdentityFiles::in_data_dir(&config.data_dir),
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_the_limit_telemetry_gives_way_counted_and_reported_and_alarms_all_arrive() {
     init_tracing();
@@ -59,6 +71,7 @@ async fn at_the_limit_telemetry_gives_way_counted_and_reported_and_alarms_all_ar
     config.journal.max_mib = 2;
     config.journal.alarm_reserve_mib = 1;
     config.journal.drop_report_s = 1;
+    provision(dir.path(), &config);
     let gateway = start_gateway(config).await;
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
 
@@ -181,6 +194,7 @@ async fn a_full_disk_keeps_alarms_flowing_from_the_reserve_and_the_gateway_runni
     let _mount = Tmpfs::mount(&disk, "16m")
         .unwrap_or_else(|e| panic!("this test mounts a 16 MiB tmpfs and needs root (sudo): {e}"));
     config.journal.disk_reserve_mib = 2;
+    provision(dir.path(), &config);
     let gateway = start_gateway(config).await;
     let mut dev = RawDevice::connect(&gateway.ready.device_broker).await;
 

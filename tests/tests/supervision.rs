@@ -163,6 +163,8 @@ async fn a_killed_gateway_raises_gateway_offline_and_clears_it_when_back() {
     for d in &mut config.devices {
         d.supervision_s = Some(0);
     }
+    // Enrolled for real: a code from the backend, used by the gateway at start.
+    prepare_enrollment(&mut config).await;
     let config_file = write_config(dir.path(), "gateway.toml", &config);
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_trygg-gateway-under-test"));
     let args = ["--config", config_file.to_str().unwrap()];

@@ -10,6 +10,8 @@
 //! - [`broker`]: the embedded MQTT broker (rumqttd), in-process, so a demo
 //!   or a test needs nothing installed.
 //! - [`tls`]: rustls client configuration and a development PKI.
+//! - [`enroll`]: the enrollment endpoint's contract and the gateway's half
+//!   of it (key, CSR, identity files).
 //! - [`backoff`]: exponential back-off with jitter for reconnects.
 //! - [`metrics`]: named counters rendered in the Prometheus text format.
 //! - [`shutdown`]: the signal every service stops on.
@@ -17,6 +19,7 @@
 pub mod backoff;
 pub mod broker;
 pub mod contract;
+pub mod enroll;
 pub mod metrics;
 pub mod mqtt_url;
 pub mod remote_config;

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,90 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<ClientConfig>, TlsError> {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_root_certificates(roots)
             .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Reads every PEM certificate in `path`.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.into() });
+    }
+    Ok(certs)
+}
+
+/// Reads the PEM private key in `path`.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::BadCertificate {
+            path: path.into(),
+            reason: "holds no PEM private key".into(),
+        })
+}
+
+/// Reads a private key from PEM text.
+pub fn read_key_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let mut reader = pem;
+    rustls_pemfile::private_key(&mut reader)
+        .map_err(|source| TlsError::Read {
+            path: PathBuf::from("(memory)"),
+            source,
+        })?
+        .ok_or_else(|| TlsError::BadCertificate {
+            path: PathBuf::from("(memory)"),
+            reason: "holds no PEM private key".into(),
+        })
+}
+
+/// A client config trusting the CA certificates in `ca_file` and proving
+/// who it is with the certificate chain in `cert_file` and the key in
+/// `key_file` (mutual TLS: a gateway's uplink).
+pub fn client_config_with_identity(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let certs = read_certs(cert_file)?;
+    let key = read_key(key_file)?;
+    client_config_with_cert(ca_file, certs, key)
+}
+
+/// As [`client_config_with_identity`], with the certificate and key given.
+pub fn client_config_with_cert(
+    ca_file: &Path,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    install_crypto_provider();
+    let mut store = RootCertStore::empty();
+    for c in read_certs(ca_file)? {
+        store.add(c).map_err(|e| TlsError::BadCertificate {
+            path: ca_file.into(),
+            reason: e.to_string(),
+        })?;
+    }
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(store)
+            .with_client_auth_cert(certs, key)?;
     Ok(Arc::new(config))
 }
 

@@ -135,6 +135,12 @@ pub fn layout(
                 esc(t(lang, "nav_audit"))
             ));
         }
+        if p.is_admin() || p.role == crate::access::Role::Technician {
+            nav.push_str(&format!(
+                r#"<li><a href="/admin/enrollment">{}</a></li>"#,
+                esc(t(lang, "nav_enrollment"))
+            ));
+        }
         header.push_str(&format!(
             r#"<nav aria-label="{nav_label}"><ul>{nav}</ul></nav><div class="who"><span>{signed_in}: <strong id="user-name">{name}</strong></span><form method="post" action="/lang" id="lang-form"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="lang" value="{other}"><button type="submit" id="lang-button" lang="{other}">{other_name}</button></form><form method="post" action="/logout" id="logout-form"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" id="logout-button">{logout}</button></form></div>"#,
             nav_label = esc(t(lang, "nav_label")),

@@ -27,6 +27,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("nav_residents", "Beboere", "Residents"),
     ("nav_audit", "Logg", "Audit log"),
     ("nav_gateways", "Gatewayer", "Gateways"),
+    ("nav_enrollment", "Innrullering", "Enrollment"),
     ("signed_in_as", "Innlogget som", "Signed in as"),
     ("logout", "Logg ut", "Log out"),
     ("language", "Språk", "Language"),

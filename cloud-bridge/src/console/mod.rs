@@ -23,6 +23,7 @@ pub mod admin;
 pub mod benefits_page;
 mod board;
 pub mod devices;
+pub mod enrollment;
 pub mod form;
 pub mod gateways;
 pub mod html;
@@ -86,6 +87,9 @@ pub fn router(state: ConsoleState) -> Router {
         .merge(devices::routes())
         // Gateway settings (/gateways, /console/api/gateways).
         .merge(gateways::routes())
+        // Gateway enrollment: certificates, codes, revocation
+        // (/admin/enrollment).
+        .merge(enrollment::routes())
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))

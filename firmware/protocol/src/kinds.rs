@@ -179,6 +179,7 @@ kinds! {
     TelemetryDropped, "telemetry_dropped", Technical, Green,  None, None, None, "Telemetri forkastet (journal full eller for gammel)", "Telemetry dropped (journal full or too old)";
     DeviceFault,      "device_fault",      Technical, Yellow, None, None, None, "Feil i enheten (inngang eller minne)", "Device fault (input or memory)";
     ConfigRejected,   "config_rejected",   Technical, Yellow, None, None, None, "Innstillinger avvist av enheten", "Settings rejected by the device";
+    AccessRefused,    "access_refused",    Technical, Yellow, None, None, Some("0125"), "Tilgang avvist: feil kode eller sertifikat (mulig angrep)", "Access refused: wrong code or certificate (possible attack)";
     // Telemetry: the picture of daily life.
     Motion,           "motion",            Telemetry, Green, Some("4.18"), None, None, "Bevegelse", "Motion";
     DoorOpened,       "door_opened",       Telemetry, Green, Some("4.15"), Some("0014"), None, "Dør åpnet", "Door opened";
@@ -231,6 +232,7 @@ impl EventKind {
                 | EventKind::TelemetryDropped
                 | EventKind::UplinkPathDown
                 | EventKind::SequenceGap
+                | EventKind::AccessRefused
                 | EventKind::DeviceAuthFailed
         )
     }

@@ -1082,6 +1082,14 @@ async fn trygg_side(ctx: &Ctx, out: &mut Side) -> anyhow::Result<()> {
     gw.journal.max_mib = gw.journal.max_mib.max(need_mib);
     gw.devices = ctx.layout.register();
     gw.validate()?;
+    // Enrolled before the backend first runs: the backlog builds up with
+    // the backend away (the backend reuses this store and gateway CA).
+    trygg_bridge::enrollment::provision_offline(
+        &bridge_dir,
+        GATEWAY_ID,
+        &trygg_uplink::enroll::IdentityFiles::in_data_dir(&gw.data_dir),
+    )
+    .map_err(|e| anyhow::anyhow!("provisioning the gateway: {e}"))?;
     let journal_path = gw.journal_path();
     let limit_mib = gw.journal.max_mib;
     let gw_conf = base.join("gateway.toml");
@@ -1090,7 +1098,7 @@ async fn trygg_side(ctx: &Ctx, out: &mut Side) -> anyhow::Result<()> {
     std::fs::write(
         &bridge_conf,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_port}\"\n[api]\nlisten = \"127.0.0.1:{backend_api}\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_port}\"\n[api]\nlisten = \"127.0.0.1:{backend_api}\"\n[console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:0\"\n",
             bridge_dir
         ),
     )?;

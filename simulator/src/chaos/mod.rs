@@ -263,14 +263,14 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
 
     // Ports, configs, the CA the gateway must trust.
     let port = services::free_port;
-    let (backend_broker, api, proxy_port, device_port, local_api) =
-        (port()?, port()?, port()?, port()?, port()?);
+    let (backend_broker, api, proxy_port, device_port, local_api, enroll_port) =
+        (port()?, port()?, port()?, port()?, port()?, port()?);
     let pki = trygg_uplink::tls::DevPki::ensure(&bridge_dir.join("tls"))?;
     let bridge_conf = base.join("bridge.toml");
     std::fs::write(
         &bridge_conf,
         format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_broker}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n[supervision]\ngap_grace_s = {GAP_GRACE_S}\n[console]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{backend_broker}\"\n[api]\nlisten = \"127.0.0.1:{api}\"\n[supervision]\ngap_grace_s = {GAP_GRACE_S}\n[console]\nlisten = \"127.0.0.1:0\"\n[enrollment]\nlisten = \"127.0.0.1:{enroll_port}\"\n",
             bridge_dir
         ),
     )?;
@@ -289,6 +289,13 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     // on a fixed port would only get in the way.
     gw.technician = None;
     gw.devices = devices.clone();
+    // The gateway enrolls at its first start with a one-time code the
+    // backend makes once it runs (below); enrollment goes straight to the
+    // backend, the uplink through the link proxy.
+    let enroll_code_file = base.join("enroll-code");
+    gw.enrollment.url = format!("https://127.0.0.1:{enroll_port}");
+    gw.enrollment.code_file = Some(enroll_code_file.clone());
+    let identity = trygg_uplink::enroll::IdentityFiles::in_data_dir(&gw.data_dir);
     // Each simulated device connects with its own key (this process's).
     crate::keys::with_keys(&mut gw.devices);
     let device_broker = MqttUrl {
@@ -364,7 +371,27 @@ pub async fn run_chaos(o: ChaosOptions) -> anyhow::Result<ChaosReport> {
     if let Some(m) = mosquitto.as_mut() {
         m.start(START_TIMEOUT).await?;
     }
+    if !identity.exists() {
+        let made = trygg_uplink::enroll::create_code_via_api(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, api)),
+            GATEWAY_ID,
+            "Chaos home",
+            3600,
+            "trygg-sim chaos",
+        )
+        .await
+        .context("the backend made no enrollment code")?;
+        std::fs::write(&enroll_code_file, made["code"].as_str().unwrap_or_default())?;
+    }
     gateway.start(START_TIMEOUT).await?;
+    // Faults wait until the gateway has its certificate.
+    let enrolled_by = tokio::time::Instant::now() + START_TIMEOUT;
+    while !identity.exists() {
+        if tokio::time::Instant::now() > enrolled_by {
+            anyhow::bail!("the gateway did not enroll within {START_TIMEOUT:?} (see gateway.log)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
